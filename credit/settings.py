@@ -1,0 +1,245 @@
+"""One settings object, read from ``config.toml`` with environment overrides.
+
+Where the file comes from: ``--config PATH``, else ``$CREDITBOT_CONFIG``, else
+``./config.toml`` when it exists, else the built-in defaults (the same values as
+``config.example.toml``). Any key can be overridden from the environment as
+``CREDITBOT_<SECTION>__<KEY>``, e.g. ``CREDITBOT_DATABASE__URL``. A bad value is refused at
+start-up with a ``ConfigError`` that names the key and the reason.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from datetime import time
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from credit.aging import (
+    DEFAULT_BUCKET_EDGES,
+    Bucket,
+    Tier,
+    TierConfigError,
+    TierTable,
+    default_tiers,
+    make_buckets,
+)
+
+ENV_PREFIX = "CREDITBOT_"
+CONFIG_ENV = "CREDITBOT_CONFIG"
+DEFAULT_CONFIG_FILE = "config.toml"
+
+
+class ConfigError(ValueError):
+    """The configuration cannot be used; the message names each bad key."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DatabaseSettings(_Section):
+    url: str = "sqlite:///./creditbot.db"
+    busy_timeout_ms: int = Field(5000, ge=0)
+    echo: bool = False
+
+    @field_validator("url")
+    @classmethod
+    def _known_engine(cls, url: str) -> str:
+        if not url.startswith(("sqlite://", "postgresql://", "postgresql+psycopg://")):
+            raise ValueError(
+                "must be a sqlite:/// path or a postgresql:// URL "
+                "(e.g. postgresql+psycopg://user@host:5432/db)"
+            )
+        return url
+
+
+def _check_zone(name: str) -> str:
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(
+            f"unknown time zone {name!r} (use an IANA name like Asia/Shanghai)"
+        ) from None
+    return name
+
+
+class CalendarSettings(_Section):
+    timezone: str = "Asia/Shanghai"
+    holiday_country: str = "CN"
+    send_window_start: time = time(8, 0)
+    send_window_end: time = time(19, 0)
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, name: str) -> str:
+        return _check_zone(name)
+
+    @field_validator("holiday_country")
+    @classmethod
+    def _country(cls, code: str) -> str:
+        import holidays
+
+        code = code.upper()
+        if code not in holidays.list_supported_countries():
+            raise ValueError(f"the holidays package does not know country {code!r}")
+        return code
+
+    @model_validator(mode="after")
+    def _window(self) -> CalendarSettings:
+        if self.send_window_end <= self.send_window_start:
+            raise ValueError("send_window_end must be after send_window_start")
+        return self
+
+
+class ScheduleSettings(_Section):
+    scan_at: time = time(8, 30)
+    digest_at: time = time(9, 0)
+    credit_hold_review_at: time = time(8, 0)
+    dispatch_every_seconds: int = Field(5, ge=1, le=3600)
+    misfire_grace_seconds: int = Field(6 * 3600, ge=1)
+
+
+class TierSettings(_Section):
+    name: str = Field(min_length=1, pattern=r"^[a-z][a-z0-9_]*$")
+    min_days: int
+    max_days: int | None = None
+    notify: list[str]
+    repeat_every_days: int = Field(ge=1)
+    action: str = ""
+
+    def to_tier(self) -> Tier:
+        return Tier(
+            self.name,
+            self.min_days,
+            self.max_days,
+            tuple(self.notify),
+            self.repeat_every_days,
+            self.action,
+        )
+
+
+def _default_tier_settings() -> list[TierSettings]:
+    return [
+        TierSettings(
+            name=t.name,
+            min_days=t.min_days,
+            max_days=t.max_days,
+            notify=list(t.notify),
+            repeat_every_days=t.repeat_every_days,
+            action=t.action,
+        )
+        for t in default_tiers().tiers
+    ]
+
+
+class AgingSettings(_Section):
+    bucket_edges: list[int] = Field(default_factory=lambda: list(DEFAULT_BUCKET_EDGES))
+
+    @field_validator("bucket_edges")
+    @classmethod
+    def _edges(cls, edges: list[int]) -> list[int]:
+        try:
+            make_buckets(edges)
+        except TierConfigError as exc:
+            raise ValueError(str(exc)) from None
+        return edges
+
+
+class PolicySettings(_Section):
+    probation_months: int = Field(6, ge=0)
+    default_currency: str = Field("CNY", pattern=r"^[A-Z]{3}$")
+    default_payment_terms_days: int = Field(30, ge=0)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid", frozen=True
+    )
+
+    database: DatabaseSettings = Field(default_factory=DatabaseSettings)
+    calendar: CalendarSettings = Field(default_factory=CalendarSettings)
+    schedule: ScheduleSettings = Field(default_factory=ScheduleSettings)
+    tiers: list[TierSettings] = Field(default_factory=_default_tier_settings)
+    aging: AgingSettings = Field(default_factory=AgingSettings)
+    policy: PolicySettings = Field(default_factory=PolicySettings)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The TOML file arrives as init kwargs; the environment overrides it.
+        return (env_settings, init_settings)
+
+    @model_validator(mode="after")
+    def _tiers_form_a_table(self) -> Settings:
+        try:
+            TierTable(tuple(t.to_tier() for t in self.tiers))
+        except TierConfigError as exc:
+            raise ValueError(f"tiers: {exc}") from None
+        return self
+
+    @property
+    def tier_table(self) -> TierTable:
+        return TierTable(tuple(t.to_tier() for t in self.tiers))
+
+    @property
+    def buckets(self) -> tuple[Bucket, ...]:
+        return make_buckets(self.aging.bucket_edges)
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.calendar.timezone)
+
+
+def config_path(explicit: str | os.PathLike[str] | None = None) -> Path | None:
+    """The config file to read, or None for the built-in defaults."""
+    if explicit:
+        return Path(explicit)
+    from_env = os.environ.get(CONFIG_ENV)
+    if from_env:
+        return Path(from_env)
+    local = Path(DEFAULT_CONFIG_FILE)
+    return local if local.exists() else None
+
+
+def _describe(exc: ValidationError, source: str) -> str:
+    lines = [f"invalid configuration in {source}:"]
+    for err in exc.errors():
+        key = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key (check the spelling against config.example.toml)"
+        shown = err.get("input")
+        got = "" if isinstance(shown, dict | list) or shown is None else f" (got {shown!r})"
+        lines.append(f"  {key}: {msg}{got}")
+    return "\n".join(lines)
+
+
+def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:
+    """Read settings from ``path`` (or the usual places) plus the environment."""
+    file = config_path(path)
+    data: dict[str, Any] = {}
+    source = "built-in defaults and the environment"
+    if file is not None:
+        source = str(file)
+        try:
+            with open(file, "rb") as fh:
+                data = tomllib.load(fh)
+        except FileNotFoundError:
+            raise ConfigError(f"config file not found: {file}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{file} is not valid TOML: {exc}") from None
+    try:
+        return Settings(**data)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, source)) from None

@@ -1,0 +1,195 @@
+"""The ledger schema (SQLModel). Money is Decimal + currency; dates are dates; times UTC.
+
+Natural keys (region code, person code, customer code, invoice number, payment reference)
+are unique so imports can upsert by them. ``audit_log`` is append-only: the database itself
+refuses UPDATE and DELETE on it (see ``credit.store.db.install_audit_guard``).
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, CheckConstraint, Column, Index, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+from credit.aging import ROLES
+from credit.store.types import MoneyAmount, UTCDateTime, utcnow
+
+_ROLE_CHECK = "role IN (" + ", ".join(f"'{r}'" for r in ROLES) + ")"
+RATINGS = ("A", "B", "C", "D", "X", "H")
+_RATING_CHECK = "rating IN (" + ", ".join(f"'{r}'" for r in RATINGS) + ")"
+
+
+def money(**kw: Any) -> Any:
+    return Field(sa_type=MoneyAmount, **kw)
+
+
+def utc(**kw: Any) -> Any:
+    return Field(sa_type=UTCDateTime, **kw)
+
+
+class Region(SQLModel, table=True):
+    __tablename__ = "region"
+    id: int | None = Field(default=None, primary_key=True)
+    code: str = Field(max_length=64, unique=True)
+    name: str = Field(max_length=200)
+
+
+class Person(SQLModel, table=True):
+    __tablename__ = "person"
+    __table_args__ = (CheckConstraint(_ROLE_CHECK, name="ck_person_role"),)
+    id: int | None = Field(default=None, primary_key=True)
+    code: str = Field(max_length=64, unique=True)
+    name: str = Field(max_length=200)
+    role: str = Field(max_length=32)
+    region_id: int | None = Field(default=None, foreign_key="region.id", index=True)
+    manager_id: int | None = Field(default=None, foreign_key="person.id")
+    email: str | None = Field(default=None, max_length=320)
+    slack_user_id: str | None = Field(default=None, max_length=32, unique=True)
+    telegram_chat_id: int | None = Field(default=None, sa_type=BigInteger, unique=True)
+    locale: str = Field(default="en", max_length=16)
+    time_zone: str = Field(default="Asia/Shanghai", max_length=64)
+    active: bool = True
+    unreachable_reason: str | None = Field(default=None, max_length=500)
+
+
+class Customer(SQLModel, table=True):
+    __tablename__ = "customer"
+    __table_args__ = (CheckConstraint(_RATING_CHECK, name="ck_customer_rating"),)
+    id: int | None = Field(default=None, primary_key=True)
+    code: str = Field(max_length=64, unique=True)
+    name: str = Field(max_length=300)
+    region_id: int = Field(foreign_key="region.id", index=True)
+    rep_id: int = Field(foreign_key="person.id", index=True)
+    rating: str = Field(default="C", max_length=1)
+    credit_limit: Decimal = money(default=Decimal("0.00"))
+    currency: str = Field(default="CNY", max_length=3)
+    payment_terms_days: int = 30
+    credit_hold: bool = False
+    credit_hold_reason: str | None = Field(default=None, max_length=500)
+    credit_hold_since: datetime | None = utc(default=None)
+    probation_until: date | None = None
+    blacklisted: bool = False
+
+
+class Invoice(SQLModel, table=True):
+    __tablename__ = "invoice"
+    __table_args__ = (
+        CheckConstraint("open_amount >= 0", name="ck_invoice_open_nonnegative"),
+        CheckConstraint("open_amount <= amount", name="ck_invoice_open_le_amount"),
+        Index("ix_invoice_open_due", "due_date", "customer_id"),
+    )
+    id: int | None = Field(default=None, primary_key=True)
+    number: str = Field(max_length=64, unique=True)
+    customer_id: int = Field(foreign_key="customer.id", index=True)
+    issue_date: date
+    due_date: date
+    amount: Decimal = money()
+    open_amount: Decimal = money()
+    currency: str = Field(max_length=3)
+    disputed: bool = False
+    dispute_reason: str | None = Field(default=None, max_length=1000)
+
+
+class Payment(SQLModel, table=True):
+    __tablename__ = "payment"
+    __table_args__ = (CheckConstraint("amount > 0", name="ck_payment_positive"),)
+    id: int | None = Field(default=None, primary_key=True)
+    reference: str = Field(max_length=64, unique=True)
+    customer_id: int = Field(foreign_key="customer.id", index=True)
+    invoice_id: int | None = Field(default=None, foreign_key="invoice.id", index=True)
+    paid_on: date
+    amount: Decimal = money()
+    currency: str = Field(max_length=3)
+
+
+class PromiseToPay(SQLModel, table=True):
+    __tablename__ = "promise_to_pay"
+    __table_args__ = (
+        CheckConstraint("status IN ('open', 'kept', 'broken', 'cancelled')", name="ck_ptp_status"),
+    )
+    id: int | None = Field(default=None, primary_key=True)
+    invoice_id: int = Field(foreign_key="invoice.id", index=True)
+    promised_date: date
+    amount: Decimal = money()
+    currency: str = Field(max_length=3)
+    note: str | None = Field(default=None, max_length=1000)
+    recorded_by_id: int | None = Field(default=None, foreign_key="person.id")
+    status: str = Field(default="open", max_length=16)
+    created_at: datetime = utc(default_factory=utcnow)
+
+
+class ShipmentRequest(SQLModel, table=True):
+    __tablename__ = "shipment_request"
+    __table_args__ = (UniqueConstraint("customer_id", "order_ref", name="uq_shipment_order"),)
+    id: int | None = Field(default=None, primary_key=True)
+    customer_id: int = Field(foreign_key="customer.id", index=True)
+    order_ref: str = Field(max_length=100)
+    amount: Decimal = money()
+    currency: str = Field(max_length=3)
+    requested_by_id: int | None = Field(default=None, foreign_key="person.id")
+    status: str = Field(default="pending", max_length=16, index=True)
+    reasons: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    callback_url: str | None = Field(default=None, max_length=2000)
+    created_at: datetime = utc(default_factory=utcnow)
+    decided_at: datetime | None = utc(default=None)
+    expires_at: datetime | None = utc(default=None)
+    version: int = 0
+
+
+class Approval(SQLModel, table=True):
+    __tablename__ = "approval"
+    __table_args__ = (UniqueConstraint("request_id", "level", name="uq_approval_level"),)
+    id: int | None = Field(default=None, primary_key=True)
+    request_id: int = Field(foreign_key="shipment_request.id", index=True)
+    level: int
+    role: str = Field(max_length=32)
+    approver_id: int | None = Field(default=None, foreign_key="person.id")
+    decision: str | None = Field(default=None, max_length=16)
+    reason: str | None = Field(default=None, max_length=1000)
+    channel: str | None = Field(default=None, max_length=16)
+    decided_at: datetime | None = utc(default=None)
+
+
+class OutboxMessage(SQLModel, table=True):
+    """A message to send. The row exists before the send; the key makes duplicates impossible."""
+
+    __tablename__ = "outbox"
+    __table_args__ = (
+        CheckConstraint(
+            "status IN ('pending', 'sending', 'sent', 'failed', 'dead')", name="ck_outbox_status"
+        ),
+        Index("ix_outbox_due", "status", "next_attempt_at"),
+    )
+    id: int | None = Field(default=None, primary_key=True)
+    idempotency_key: str = Field(max_length=255, unique=True)
+    recipient_id: int | None = Field(default=None, foreign_key="person.id", index=True)
+    channel: str = Field(max_length=16)
+    kind: str = Field(max_length=32)
+    business_date: date | None = None
+    payload: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    status: str = Field(default="pending", max_length=16)
+    attempts: int = 0
+    next_attempt_at: datetime = utc(default_factory=utcnow)
+    lease_until: datetime | None = utc(default=None)
+    platform_ref: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
+    last_error: str | None = Field(default=None, max_length=2000)
+    created_at: datetime = utc(default_factory=utcnow)
+    sent_at: datetime | None = utc(default=None)
+
+
+class AuditLog(SQLModel, table=True):
+    """Append-only record of every decision and state change: who, what, when, where."""
+
+    __tablename__ = "audit_log"
+    id: int | None = Field(default=None, primary_key=True)
+    at: datetime = utc(default_factory=utcnow, index=True)
+    actor: str = Field(max_length=100)
+    action: str = Field(max_length=64, index=True)
+    entity: str = Field(max_length=32)
+    entity_id: str | None = Field(default=None, max_length=64)
+    channel: str = Field(default="cli", max_length=16)
+    before: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
+    after: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))

@@ -1,0 +1,1 @@
+"""Scheduled work (APScheduler): receivables scan, digests, outbox dispatch."""
