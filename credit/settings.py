@@ -180,13 +180,14 @@ class Settings(BaseSettings):
         # The TOML file arrives as init kwargs; the environment overrides it.
         return (env_settings, init_settings)
 
-    @model_validator(mode="after")
-    def _tiers_form_a_table(self) -> Settings:
+    @field_validator("tiers")
+    @classmethod
+    def _tiers_form_a_table(cls, tiers: list[TierSettings]) -> list[TierSettings]:
         try:
-            TierTable(tuple(t.to_tier() for t in self.tiers))
+            TierTable(tuple(t.to_tier() for t in tiers))
         except TierConfigError as exc:
-            raise ValueError(f"tiers: {exc}") from None
-        return self
+            raise ValueError(str(exc)) from None
+        return tiers
 
     @property
     def tier_table(self) -> TierTable:

@@ -1,0 +1,19 @@
+# CreditBot: a slim image that migrates the database, then runs the app.
+FROM python:3.11-slim AS build
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY credit ./credit
+COPY bot ./bot
+COPY jobs ./jobs
+RUN pip install --no-cache-dir --prefix=/install .
+
+FROM python:3.11-slim
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
+RUN useradd --create-home --uid 10001 creditbot
+COPY --from=build /install /usr/local
+WORKDIR /app
+COPY templates ./templates
+COPY config.example.toml ./config.example.toml
+USER creditbot
+ENTRYPOINT ["creditbot"]
+CMD ["db", "upgrade"]

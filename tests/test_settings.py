@@ -1,0 +1,110 @@
+"""Settings: config.toml plus environment overrides; bad values name the key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from credit.settings import ConfigError, Settings, load_settings
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch):
+    import os
+
+    for key in list(os.environ):
+        if key.startswith("CREDITBOT_"):
+            monkeypatch.delenv(key)
+
+
+def _write(tmp_path, text: str) -> Path:
+    path = tmp_path / "config.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_example_config_is_valid_and_equals_the_built_in_defaults():
+    from_file = load_settings(ROOT / "config.example.toml")
+    assert from_file == Settings()
+    assert from_file.tier_table.names == (
+        "due_soon",
+        "overdue",
+        "overdue_1m",
+        "overdue_2_6m",
+        "overdue_6m_plus",
+    )
+
+
+def test_environment_overrides_the_file(tmp_path, monkeypatch):
+    path = _write(tmp_path, '[database]\nurl = "sqlite:///from-file.db"\n')
+    assert load_settings(path).database.url == "sqlite:///from-file.db"
+    monkeypatch.setenv("CREDITBOT_DATABASE__URL", "postgresql://db/creditbot")
+    monkeypatch.setenv("CREDITBOT_CALENDAR__HOLIDAY_COUNTRY", "de")
+    settings = load_settings(path)
+    assert settings.database.url == "postgresql://db/creditbot"
+    assert settings.calendar.holiday_country == "DE"
+
+
+def test_config_path_comes_from_the_environment(tmp_path, monkeypatch):
+    path = _write(tmp_path, '[policy]\ndefault_currency = "USD"\n')
+    monkeypatch.setenv("CREDITBOT_CONFIG", str(path))
+    assert load_settings().policy.default_currency == "USD"
+
+
+@pytest.mark.parametrize(
+    ("toml", "key", "reason"),
+    [
+        ('[database]\nurl = "mysql://x"\n', "database.url", "sqlite"),
+        ('[database]\nurll = "x"\n', "database.urll", "unknown key"),
+        ('[calendar]\ntimezone = "Mars/Base"\n', "calendar.timezone", "unknown time zone"),
+        ('[calendar]\nholiday_country = "XX"\n', "calendar.holiday_country", "does not know"),
+        ('[calendar]\nsend_window_start = "20:00"\n', "calendar", "send_window_end"),
+        (
+            "[schedule]\ndispatch_every_seconds = 0\n",
+            "schedule.dispatch_every_seconds",
+            "greater than or equal to 1",
+        ),
+        ("[aging]\nbucket_edges = [30, 0]\n", "aging.bucket_edges", "strictly increase"),
+        (
+            '[[tiers]]\nname = "a"\nmin_days = 0\nmax_days = 5\nnotify = ["rep"]\n'
+            'repeat_every_days = 1\n[[tiers]]\nname = "b"\nmin_days = 9\nnotify = ["rep"]\n'
+            "repeat_every_days = 1\n",
+            "tiers",
+            "gap between tiers 'a' and 'b'",
+        ),
+        (
+            '[[tiers]]\nname = "a"\nmin_days = 0\nnotify = ["boss"]\nrepeat_every_days = 1\n',
+            "tiers",
+            "unknown role",
+        ),
+        (
+            '[[tiers]]\nname = "a"\nmin_days = 0\nnotify = ["rep"]\n',
+            "tiers.0.repeat_every_days",
+            "Field required",
+        ),
+    ],
+)
+def test_a_bad_value_names_the_key_and_the_reason(tmp_path, toml, key, reason):
+    path = _write(tmp_path, toml)
+    with pytest.raises(ConfigError) as info:
+        load_settings(path)
+    message = str(info.value)
+    assert str(path) in message
+    assert f"  {key}: " in message
+    assert reason in message
+
+
+def test_a_bad_environment_value_is_refused_too(monkeypatch):
+    monkeypatch.setenv("CREDITBOT_SCHEDULE__DISPATCH_EVERY_SECONDS", "often")
+    with pytest.raises(ConfigError, match=r"schedule\.dispatch_every_seconds"):
+        load_settings()
+
+
+def test_broken_toml_and_missing_file_are_clear_errors(tmp_path):
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_settings(_write(tmp_path, "[database\n"))
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_settings(tmp_path / "nope.toml")
