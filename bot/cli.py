@@ -46,8 +46,12 @@ def main(
     ctx: typer.Context,
     config: Annotated[
         str | None,
-        typer.Option("--config", "-c", help="config.toml to read (default: $CREDITBOT_CONFIG "
-                     "or ./config.toml; without one, built-in defaults)."),
+        typer.Option(
+            "--config",
+            "-c",
+            help="config.toml to read (default: $CREDITBOT_CONFIG "
+            "or ./config.toml; without one, built-in defaults).",
+        ),
     ] = None,
 ) -> None:
     """CreditBot: receivable aging, escalating reminders and credit approvals in chat."""
@@ -123,6 +127,57 @@ def _require_schema(app_ctx: AppContext) -> None:
             f"no CreditBot schema in {app_ctx.engine.url.render_as_string()}: "
             "run `creditbot db upgrade` (or `creditbot demo` for demo data) first"
         )
+
+
+class ImportKind(StrEnum):
+    people = "people"
+    customers = "customers"
+    invoices = "invoices"
+    payments = "payments"
+
+
+@app.command("import")
+def import_(
+    ctx: typer.Context,
+    kind: Annotated[ImportKind, typer.Argument(help="What the file holds.")],
+    file: Annotated[Path, typer.Argument(help="A .csv (UTF-8, BOM or not) or .xlsx file.")],
+) -> None:
+    """Import people, customers, invoices or payments from CSV or XLSX (upsert by natural key).
+
+    A file with any bad row is rejected whole: every bad row is listed and nothing is written.
+    """
+    from rich.progress import Progress
+
+    from credit.store.importing import ImportRejected, import_file
+    from credit.store.migrate import upgrade
+
+    app_ctx = _ctx(ctx)
+    settings = _settings_or_exit(app_ctx)
+    if not file.exists():
+        _fail(f"no such file: {file}")
+    upgrade(app_ctx.engine)
+    with Progress(console=err, transient=True) as bar:
+        task = bar.add_task(f"importing {kind.value}", total=None)
+
+        def progress(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        try:
+            result = import_file(
+                app_ctx.engine, kind.value, file, settings=settings, progress=progress
+            )
+        except ImportRejected as exc:
+            bar.stop()
+            err.print(f"[red]rejected:[/red] {file} — nothing was written", highlight=False)
+            for e in exc.errors:
+                err.print(
+                    f"  line {e.line}, column {e.column}: {e.reason}", highlight=False, markup=False
+                )
+            raise typer.Exit(1) from None
+    console.print(
+        f"{kind.value}: {result.rows} row(s) — {result.created} created, "
+        f"{result.updated} updated, {result.unchanged} unchanged"
+    )
 
 
 @app.command("demo")

@@ -29,7 +29,9 @@ def print_reminders(
         for reminder in group:
             tier = tiers.by_name(reminder.tier)
             table = Table(
-                title=f"{tier.name} — {tier.action}", title_justify="left", expand=True,
+                title=f"{tier.name} — {tier.action}",
+                title_justify="left",
+                expand=True,
                 show_edge=False,
             )
             table.add_column("Invoice")
@@ -39,8 +41,12 @@ def print_reminders(
             lines = sorted(reminder.lines, key=lambda ln: -ln.days)
             for line in lines[:limit_lines]:
                 flag = " (disputed)" if line.disputed else ""
-                table.add_row(line.number, f"{line.customer_name}{flag}",
-                              _money(line.open_amount, line.currency), str(line.days))
+                table.add_row(
+                    line.number,
+                    f"{line.customer_name}{flag}",
+                    _money(line.open_amount, line.currency),
+                    str(line.days),
+                )
             if len(lines) > limit_lines:
                 table.add_row(f"… and {len(lines) - limit_lines} more", "", "", "")
             totals = ", ".join(_money(v, k) for k, v in reminder.totals().items())
@@ -48,5 +54,6 @@ def print_reminders(
             tables.append(table)
         from rich.console import Group
 
-        console.print(Panel(Group(*tables), title=f"[bold]{name}[/bold] ({code})",
-                            title_align="left"))
+        console.print(
+            Panel(Group(*tables), title=f"[bold]{name}[/bold] ({code})", title_align="left")
+        )

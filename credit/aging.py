@@ -33,6 +33,10 @@ class Tier:
     notify: tuple[str, ...]
     repeat_every_days: int
     action: str = ""
+    # entering this tier puts the customer on credit hold (stop supply)
+    credit_hold: bool = False
+    # tell the regional manager by name when the rep has not acknowledged within N days
+    escalate_unacknowledged_after_days: int | None = None
 
     def contains(self, days: int) -> bool:
         return days >= self.min_days and (self.max_days is None or days <= self.max_days)
@@ -133,6 +137,7 @@ def default_tiers() -> TierTable:
                 ("rep", "regional_manager"),
                 3,
                 "Warn of a supply stop and get a written repayment plan (promise to pay).",
+                escalate_unacknowledged_after_days=5,
             ),
             Tier(
                 "overdue_2_6m",
@@ -141,6 +146,7 @@ def default_tiers() -> TierTable:
                 ("rep", "regional_manager", "credit_manager"),
                 7,
                 "Credit hold: stop supply; finance dunning letter; lawyer letter.",
+                credit_hold=True,
             ),
             Tier(
                 "overdue_6m_plus",

@@ -111,6 +111,8 @@ class TierSettings(_Section):
     notify: list[str]
     repeat_every_days: int = Field(ge=1)
     action: str = ""
+    credit_hold: bool = False
+    escalate_unacknowledged_after_days: int | None = Field(None, ge=1)
 
     def to_tier(self) -> Tier:
         return Tier(
@@ -120,6 +122,8 @@ class TierSettings(_Section):
             tuple(self.notify),
             self.repeat_every_days,
             self.action,
+            credit_hold=self.credit_hold,
+            escalate_unacknowledged_after_days=self.escalate_unacknowledged_after_days,
         )
 
 
@@ -132,6 +136,8 @@ def _default_tier_settings() -> list[TierSettings]:
             notify=list(t.notify),
             repeat_every_days=t.repeat_every_days,
             action=t.action,
+            credit_hold=t.credit_hold,
+            escalate_unacknowledged_after_days=t.escalate_unacknowledged_after_days,
         )
         for t in default_tiers().tiers
     ]
@@ -156,6 +162,27 @@ class PolicySettings(_Section):
     default_payment_terms_days: int = Field(30, ge=0)
 
 
+class ReminderSettings(_Section):
+    # days after the promised date before a promise counts as broken
+    promise_grace_days: int = Field(3, ge=0)
+    # invoice lines listed per tier in one message (totals always cover all of them)
+    lines_per_tier: int = Field(20, ge=1, le=200)
+
+
+class OutboxSettings(_Section):
+    max_attempts: int = Field(8, ge=1, le=100)
+    backoff_base_seconds: float = Field(30.0, gt=0)
+    backoff_cap_seconds: float = Field(3600.0, gt=0)
+    lease_seconds: int = Field(120, ge=5)
+    batch_size: int = Field(200, ge=1, le=10_000)
+    # where messages go: "console" prints; "slack" and "telegram" come with their settings
+    channels: list[str] = Field(default_factory=lambda: ["console"])
+    # pacing: at most this many messages per second overall, per channel …
+    global_per_second: float = Field(25.0, gt=0)
+    # … and at least this many seconds between two messages to one recipient
+    per_recipient_interval_seconds: float = Field(1.0, ge=0)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid", frozen=True
@@ -167,6 +194,8 @@ class Settings(BaseSettings):
     tiers: list[TierSettings] = Field(default_factory=_default_tier_settings)
     aging: AgingSettings = Field(default_factory=AgingSettings)
     policy: PolicySettings = Field(default_factory=PolicySettings)
+    reminders: ReminderSettings = Field(default_factory=ReminderSettings)
+    outbox: OutboxSettings = Field(default_factory=OutboxSettings)
 
     @classmethod
     def settings_customise_sources(

@@ -70,6 +70,8 @@ class Customer(SQLModel, table=True):
     credit_hold: bool = False
     credit_hold_reason: str | None = Field(default=None, max_length=500)
     credit_hold_since: datetime | None = utc(default=None)
+    # "scan" when the aging scan put the hold on (and may lift it), "manual" otherwise
+    credit_hold_source: str | None = Field(default=None, max_length=16)
     probation_until: date | None = None
     blacklisted: bool = False
 
@@ -117,7 +119,8 @@ class PromiseToPay(SQLModel, table=True):
     currency: str = Field(max_length=3)
     note: str | None = Field(default=None, max_length=1000)
     recorded_by_id: int | None = Field(default=None, foreign_key="person.id")
-    status: str = Field(default="open", max_length=16)
+    status: str = Field(default="open", max_length=16, index=True)
+    broken_on: date | None = None
     created_at: datetime = utc(default_factory=utcnow)
 
 
@@ -193,3 +196,39 @@ class AuditLog(SQLModel, table=True):
     channel: str = Field(default="cli", max_length=16)
     before: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
     after: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
+
+
+class ScanRun(SQLModel, table=True):
+    """One receivables scan per business date: the cadence window starts at the last one."""
+
+    __tablename__ = "scan_run"
+    id: int | None = Field(default=None, primary_key=True)
+    business_date: date = Field(unique=True)
+    started_at: datetime = utc(default_factory=utcnow)
+    finished_at: datetime | None = utc(default=None)
+    messages: int = 0
+    invoices: int = 0
+
+
+class InvoiceAck(SQLModel, table=True):
+    """Somebody acknowledged an invoice's reminder in a tier (stops the manager escalation)."""
+
+    __tablename__ = "invoice_ack"
+    __table_args__ = (UniqueConstraint("invoice_id", "tier", name="uq_invoice_ack_tier"),)
+    id: int | None = Field(default=None, primary_key=True)
+    invoice_id: int = Field(foreign_key="invoice.id", index=True)
+    tier: str = Field(max_length=32)
+    person_id: int = Field(foreign_key="person.id")
+    channel: str = Field(default="cli", max_length=16)
+    acknowledged_at: datetime = utc(default_factory=utcnow)
+
+
+class InvoiceSnooze(SQLModel, table=True):
+    """Reminders about an invoice paused until a date (by the rep, from chat or CLI)."""
+
+    __tablename__ = "invoice_snooze"
+    id: int | None = Field(default=None, primary_key=True)
+    invoice_id: int = Field(foreign_key="invoice.id", unique=True)
+    until: date
+    person_id: int = Field(foreign_key="person.id")
+    created_at: datetime = utc(default_factory=utcnow)

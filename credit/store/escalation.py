@@ -1,0 +1,870 @@
+"""The daily receivables scan: cadence, silencing, escalation and credit holds, in SQL.
+
+``plan_scan`` works out, without writing anything, what every person is told on a business
+date: per tier, the invoices whose cadence point falls since the previous scan (see
+``credit.cadence``), with counts and totals over all of them and the most overdue lines
+listed; broken promises; overdue invoices nobody acknowledged. ``run_scan`` then applies it:
+promises marked broken or kept, credit holds put on, and one outbox row per person per day
+(idempotency key ``reminder:<person>:<date>``), so running it twice — or in two processes at
+once — sends nothing twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import (
+    ColumnElement,
+    Date,
+    and_,
+    case,
+    exists,
+    func,
+    literal,
+    not_,
+    or_,
+    select,
+    union,
+    update,
+)
+from sqlalchemy.orm import aliased
+from sqlmodel import Session
+
+from credit.aging import Tier, TierTable
+from credit.calendar import BusinessCalendar
+from credit.settings import Settings
+from credit.store.models import (
+    AuditLog,
+    Customer,
+    Invoice,
+    InvoiceAck,
+    InvoiceSnooze,
+    Person,
+    PromiseToPay,
+    ScanRun,
+)
+from credit.store.sqlfuncs import days_since
+
+REGIONAL_ROLES = frozenset({"regional_manager"})
+CREDIT_DESK_ROLE = "credit_manager"
+
+
+# --- what a scan produces ------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class TierSection:
+    tier: str
+    action: str
+    count: int = 0
+    new_count: int = 0
+    totals: dict[str, Decimal] = field(default_factory=dict)
+    lines: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class PersonReminder:
+    """Everything one person is told by the scan on one business date: one message."""
+
+    person_id: int
+    code: str
+    name: str
+    role: str
+    locale: str
+    time_zone: str
+    sections: list[TierSection] = field(default_factory=list)
+    broken_promises: list[dict[str, Any]] = field(default_factory=list)
+    unacknowledged: list[dict[str, Any]] = field(default_factory=list)
+    hold_changes: list[dict[str, Any]] = field(default_factory=list)
+
+    def fill_person(self, person: Person) -> None:
+        self.code, self.name, self.role = person.code, person.name, person.role
+        self.locale, self.time_zone = person.locale, person.time_zone
+
+    @property
+    def invoice_count(self) -> int:
+        return sum(s.count for s in self.sections)
+
+    def payload(self, business_date: date) -> dict[str, Any]:
+        return {
+            "kind": "reminder",
+            "business_date": business_date.isoformat(),
+            "recipient": {
+                "code": self.code,
+                "name": self.name,
+                "role": self.role,
+                "locale": self.locale,
+            },
+            "sections": [
+                {
+                    "tier": s.tier,
+                    "action": s.action,
+                    "count": s.count,
+                    "new_count": s.new_count,
+                    "totals": {cur: str(v) for cur, v in sorted(s.totals.items())},
+                    "lines": s.lines,
+                }
+                for s in self.sections
+            ],
+            "broken_promises": self.broken_promises,
+            "unacknowledged": self.unacknowledged,
+            "credit_holds": self.hold_changes,
+        }
+
+
+@dataclass(slots=True)
+class ScanPlan:
+    business_date: date
+    window_days: int
+    reminders: list[PersonReminder]
+
+    def reminder_for(self, person_id: int) -> PersonReminder:
+        """This person's reminder, added (empty) when the plan had none for them."""
+        for r in self.reminders:
+            if r.person_id == person_id:
+                return r
+        r = PersonReminder(person_id, "", "", "", "en", "UTC")
+        self.reminders.append(r)
+        return r
+
+    def as_json(self) -> list[dict[str, Any]]:
+        """The ``creditbot scan --dry-run --format json`` shape: one entry per person and tier."""
+        out: list[dict[str, Any]] = []
+        for r in self.reminders:
+            for s in r.sections:
+                out.append(
+                    {
+                        "recipient": r.code,
+                        "recipient_name": r.name,
+                        "role": r.role,
+                        "tier": s.tier,
+                        "count": s.count,
+                        "totals": {cur: str(v) for cur, v in sorted(s.totals.items())},
+                        "invoices": [
+                            {
+                                k: ln[k]
+                                for k in (
+                                    "number",
+                                    "customer",
+                                    "customer_name",
+                                    "open_amount",
+                                    "currency",
+                                    "days",
+                                    "due_date",
+                                    "disputed",
+                                    "new",
+                                )
+                            }
+                            for ln in s.lines
+                        ],
+                    }
+                )
+        return out
+
+
+# --- the SQL ---------------------------------------------------------------------------------
+
+
+def _tier_cases(tiers: TierTable, as_of: date) -> tuple[list[ColumnElement[bool]], ...]:
+    conds = []
+    for tier in tiers.tiers:
+        earliest, latest = tier.due_date_range(as_of)
+        cond = Invoice.due_date <= latest
+        if earliest is not None:
+            cond = and_(cond, Invoice.due_date >= earliest)
+        conds.append(cond)
+    return (conds,)
+
+
+def _by_tier(tiers: TierTable, conds: list[ColumnElement[bool]], attr: str) -> Any:
+    return case(*[(c, literal(getattr(t, attr))) for c, t in zip(conds, tiers.tiers, strict=True)])
+
+
+def _window(tiers: TierTable, as_of: date) -> ColumnElement[bool]:
+    _, latest = tiers.tiers[0].due_date_range(as_of)
+    earliest, _ = tiers.tiers[-1].due_date_range(as_of)
+    cond = Invoice.due_date <= latest
+    return cond if earliest is None else and_(cond, Invoice.due_date >= earliest)
+
+
+def _silenced(as_of: date, grace_days: int) -> ColumnElement[bool]:
+    """An open promise whose date (plus grace) is not past, or a snooze still running."""
+    keep_until = as_of - timedelta(days=grace_days)
+    promised = exists().where(
+        PromiseToPay.invoice_id == Invoice.id,
+        PromiseToPay.status == "open",
+        PromiseToPay.promised_date >= keep_until,
+    )
+    snoozed = exists().where(InvoiceSnooze.invoice_id == Invoice.id, InvoiceSnooze.until >= as_of)
+    return or_(promised, snoozed)
+
+
+def _open_in_tiers(tiers: TierTable, as_of: date, grace_days: int) -> Any:
+    """Open, unsilenced invoices in some tier, with their tier, day count and cadence."""
+    (conds,) = _tier_cases(tiers, as_of)
+    days = days_since(Invoice.due_date, as_of)
+    return (
+        select(
+            Invoice.id.label("invoice_id"),
+            Invoice.number,
+            Invoice.open_amount,
+            Invoice.currency,
+            Invoice.due_date,
+            Invoice.disputed,
+            Customer.code.label("customer"),
+            Customer.name.label("customer_name"),
+            Customer.rep_id,
+            Customer.region_id,
+            days.label("days"),
+            _by_tier(tiers, conds, "name").label("tier"),
+            _by_tier(tiers, conds, "min_days").label("min_days"),
+            _by_tier(tiers, conds, "repeat_every_days").label("every"),
+        )
+        .join(Customer, Customer.id == Invoice.customer_id)
+        .where(Invoice.open_amount > 0, _window(tiers, as_of), not_(_silenced(as_of, grace_days)))
+    )
+
+
+def _recipient_pairs(due: Any, tiers: TierTable) -> Any:
+    """(invoice_id, person_id) for every person told about each due invoice.
+
+    ``rep``: the customer's rep — or the credit desk when the invoice is disputed;
+    ``regional_manager``: managers of the customer's region; other roles: company-wide.
+    """
+    roles = sorted({role for t in tiers.tiers for role in t.notify})
+    parts = []
+    for role in roles:
+        names = [t.name for t in tiers.tiers if role in t.notify]
+        p = aliased(Person)
+        if role == "rep":
+            parts.append(
+                select(due.c.invoice_id, p.id.label("person_id"))
+                .join(p, and_(p.id == due.c.rep_id, p.active))
+                .where(due.c.tier.in_(names), not_(due.c.disputed))
+            )
+            desk = aliased(Person)
+            parts.append(
+                select(due.c.invoice_id, desk.id.label("person_id"))
+                .join(desk, and_(desk.role == CREDIT_DESK_ROLE, desk.active))
+                .where(due.c.tier.in_(names), due.c.disputed)
+            )
+            continue
+        on = and_(p.role == role, p.active)
+        if role in REGIONAL_ROLES:
+            on = and_(on, p.region_id == due.c.region_id)
+        parts.append(
+            select(due.c.invoice_id, p.id.label("person_id"))
+            .join(p, on)
+            .where(due.c.tier.in_(names))
+        )
+    return union(*parts).cte("pairs")
+
+
+def _decimal_str(value: Decimal) -> str:
+    return str(value.quantize(Decimal("0.01")))
+
+
+def plan_scan(session: Session, settings: Settings, as_of: date, window_days: int) -> ScanPlan:
+    """What the scan sends on ``as_of``, covering cadence points of the last ``window_days``."""
+    tiers = settings.tier_table
+    grace = settings.reminders.promise_grace_days
+    k = settings.reminders.lines_per_tier
+    base = _open_in_tiers(tiers, as_of, grace).cte("tiered")
+    in_tier = base.c.days - base.c.min_days
+    due = (
+        select(base, (in_tier < window_days).label("new"))
+        .where((in_tier % base.c.every) < window_days)
+        .cte("due")
+    )
+    pairs = _recipient_pairs(due, tiers)
+
+    # counts and totals over every due invoice, per person, tier and currency
+    totals_stmt = (
+        select(
+            pairs.c.person_id,
+            due.c.tier,
+            due.c.currency,
+            func.count().label("n"),
+            func.sum(case((due.c.new, 1), else_=0)).label("n_new"),
+            func.sum(due.c.open_amount).label("total"),
+        )
+        .join(due, due.c.invoice_id == pairs.c.invoice_id)
+        .group_by(pairs.c.person_id, due.c.tier, due.c.currency)
+    )
+    # the most overdue lines, per person and tier
+    rn = (
+        func.row_number()
+        .over(
+            partition_by=(pairs.c.person_id, due.c.tier),
+            order_by=(due.c.days.desc(), due.c.number),
+        )
+        .label("rn")
+    )
+    ranked = (
+        select(pairs.c.person_id, due, rn)
+        .join(due, due.c.invoice_id == pairs.c.invoice_id)
+        .subquery("ranked")
+    )
+    lines_stmt = select(ranked).where(ranked.c.rn <= k)
+
+    people: dict[int, PersonReminder] = {}
+    sections: dict[tuple[int, str], TierSection] = {}
+
+    def section(person_id: int, tier_name: str) -> TierSection:
+        key = (person_id, tier_name)
+        if key not in sections:
+            sections[key] = TierSection(tier_name, tiers.by_name(tier_name).action)
+        return sections[key]
+
+    for person_id, tier_name, currency, n, n_new, total in session.execute(totals_stmt):
+        s = section(person_id, tier_name)
+        s.count += n
+        s.new_count += int(n_new or 0)
+        s.totals[currency] = s.totals.get(currency, Decimal("0.00")) + total
+    for row in session.execute(lines_stmt).mappings():
+        section(row["person_id"], row["tier"]).lines.append(_line(row))
+
+    broken = _broken_promises(session, as_of, grace)
+    unacked = _unacknowledged(session, tiers, as_of, window_days, grace)
+    needed = {pid for pid, _ in sections} | set(broken) | set(unacked)
+    for p in (
+        session.execute(
+            select(
+                Person.id, Person.code, Person.name, Person.role, Person.locale, Person.time_zone
+            ).where(Person.id.in_(needed))
+        )
+        if needed
+        else []
+    ):
+        people[p.id] = PersonReminder(p.id, p.code, p.name, p.role, p.locale, p.time_zone)
+
+    order = {name: i for i, name in enumerate(tiers.names)}
+    for (person_id, _), s in sorted(sections.items(), key=lambda kv: order[kv[0][1]]):
+        s.lines.sort(key=lambda ln: (-ln["days"], ln["number"]))
+        people[person_id].sections.append(s)
+    for person_id, items in broken.items():
+        people[person_id].broken_promises = items
+    for person_id, items in unacked.items():
+        people[person_id].unacknowledged = items
+    reminders = sorted(people.values(), key=lambda r: r.code)
+    return ScanPlan(as_of, window_days, reminders)
+
+
+def _line(row: Any) -> dict[str, Any]:
+    return {
+        "invoice_id": row["invoice_id"],
+        "number": row["number"],
+        "customer": row["customer"],
+        "customer_name": row["customer_name"],
+        "open_amount": _decimal_str(row["open_amount"]),
+        "currency": row["currency"],
+        "days": int(row["days"]),
+        "due_date": (
+            row["due_date"].isoformat()
+            if isinstance(row["due_date"], date)
+            else str(row["due_date"])
+        ),
+        "disputed": bool(row["disputed"]),
+        "new": bool(row["new"]),
+    }
+
+
+def _regional_and_rep(inv_query: Any) -> Any:
+    """(row…, person_id) for the rep and the regional managers of each row's customer."""
+    q = inv_query.subquery("q")
+    rep = select(q, q.c.rep_id.label("person_id"))
+    mgr = aliased(Person)
+    managers = select(q, mgr.id.label("person_id")).join(
+        mgr, and_(mgr.role == "regional_manager", mgr.active, mgr.region_id == q.c.region_id)
+    )
+    return union(rep, managers)
+
+
+def broken_promise_query(as_of: date, grace_days: int) -> Any:
+    """Promises that break on ``as_of``: still open (or marked broken today), promised date
+    plus grace past, invoice still open."""
+    cutoff = as_of - timedelta(days=grace_days)
+    return (
+        select(
+            PromiseToPay.id.label("promise_id"),
+            PromiseToPay.promised_date,
+            PromiseToPay.amount.label("promised_amount"),
+            Invoice.number,
+            Invoice.open_amount,
+            Invoice.currency,
+            Customer.code.label("customer"),
+            Customer.name.label("customer_name"),
+            Customer.rep_id,
+            Customer.region_id,
+        )
+        .join(Invoice, Invoice.id == PromiseToPay.invoice_id)
+        .join(Customer, Customer.id == Invoice.customer_id)
+        .where(
+            Invoice.open_amount > 0,
+            PromiseToPay.promised_date < cutoff,
+            or_(
+                PromiseToPay.status == "open",
+                and_(PromiseToPay.status == "broken", PromiseToPay.broken_on == as_of),
+            ),
+        )
+    )
+
+
+def _broken_promises(session: Session, as_of: date, grace: int) -> dict[int, list[dict]]:
+    out: dict[int, list[dict]] = defaultdict(list)
+    for row in session.execute(_regional_and_rep(broken_promise_query(as_of, grace))).mappings():
+        out[row["person_id"]].append(
+            {
+                "number": row["number"],
+                "customer": row["customer"],
+                "customer_name": row["customer_name"],
+                "promised_date": row["promised_date"].isoformat()
+                if isinstance(row["promised_date"], date)
+                else str(row["promised_date"]),
+                "promised_amount": _decimal_str(row["promised_amount"]),
+                "open_amount": _decimal_str(row["open_amount"]),
+                "currency": row["currency"],
+            }
+        )
+    return dict(out)
+
+
+def _unacknowledged(
+    session: Session, tiers: TierTable, as_of: date, window_days: int, grace: int
+) -> dict[int, list[dict]]:
+    """Invoices whose rep has not acknowledged a tier within its escalation delay: the
+    regional managers are told, naming the rep, on the first scan past the delay."""
+    out: dict[int, list[dict]] = defaultdict(list)
+    rep = aliased(Person)
+    mgr = aliased(Person)
+    days = days_since(Invoice.due_date, as_of)
+    for tier in tiers.tiers:
+        after = tier.escalate_unacknowledged_after_days
+        if after is None:
+            continue
+        earliest, latest = tier.due_date_range(as_of)
+        first_due = as_of - timedelta(days=tier.min_days + after)  # escalation point today
+        last_due = first_due - timedelta(days=window_days - 1)
+        stmt = (
+            select(
+                mgr.id.label("person_id"),
+                Invoice.number,
+                Invoice.open_amount,
+                Invoice.currency,
+                days.label("days"),
+                Customer.code,
+                Customer.name,
+                rep.name.label("rep_name"),
+                rep.code.label("rep_code"),
+            )
+            .join(Customer, Customer.id == Invoice.customer_id)
+            .join(rep, rep.id == Customer.rep_id)
+            .join(
+                mgr,
+                and_(
+                    mgr.role == "regional_manager", mgr.active, mgr.region_id == Customer.region_id
+                ),
+            )
+            .where(
+                Invoice.open_amount > 0,
+                not_(Invoice.disputed),
+                Invoice.due_date <= first_due,
+                Invoice.due_date >= last_due,
+                Invoice.due_date <= latest,
+                *([Invoice.due_date >= earliest] if earliest is not None else []),
+                not_(_silenced(as_of, grace)),
+                not_(
+                    exists().where(
+                        InvoiceAck.invoice_id == Invoice.id, InvoiceAck.tier == tier.name
+                    )
+                ),
+            )
+            .order_by(Invoice.due_date, Invoice.number)
+        )
+        for row in session.execute(stmt):
+            out[row.person_id].append(
+                {
+                    "tier": tier.name,
+                    "number": row.number,
+                    "customer": row.code,
+                    "customer_name": row.name,
+                    "open_amount": _decimal_str(row.open_amount),
+                    "currency": row.currency,
+                    "days": int(row.days),
+                    "rep": row.rep_name,
+                    "rep_code": row.rep_code,
+                    "after_days": after,
+                }
+            )
+    return dict(out)
+
+
+# --- window ----------------------------------------------------------------------------------
+
+
+def scan_window_days(session: Session, as_of: date, calendar: BusinessCalendar) -> int:
+    """Days since the previous scan (or the previous working day when there was none)."""
+    last = session.execute(
+        select(func.max(ScanRun.business_date)).where(ScanRun.business_date < as_of)
+    ).scalar()
+    if isinstance(last, str):  # SQLite returns MAX() of a DATE as text
+        last = date.fromisoformat(last)
+    previous = last or calendar.previous_business_day(as_of)
+    return max(1, (as_of - previous).days)
+
+
+# --- promises and credit holds (writes) ---------------------------------------------------
+
+
+def settle_promises(session: Session, as_of: date, grace_days: int, actor: str) -> list[int]:
+    """Mark promises kept (invoice paid) or broken (date plus grace past, still open).
+
+    Returns the ids of the promises broken now; both changes are audited.
+    """
+    paid = select(Invoice.id).where(Invoice.open_amount == 0)
+    kept = (
+        session.execute(
+            update(PromiseToPay)
+            .where(PromiseToPay.status == "open", PromiseToPay.invoice_id.in_(paid))
+            .values(status="kept")
+            .returning(PromiseToPay.id)
+        )
+        .scalars()
+        .all()
+    )
+    cutoff = as_of - timedelta(days=grace_days)
+    broken = (
+        session.execute(
+            update(PromiseToPay)
+            .where(
+                PromiseToPay.status == "open",
+                PromiseToPay.promised_date < cutoff,
+                PromiseToPay.invoice_id.in_(select(Invoice.id).where(Invoice.open_amount > 0)),
+            )
+            .values(status="broken", broken_on=as_of)
+            .returning(PromiseToPay.id)
+        )
+        .scalars()
+        .all()
+    )
+    for pid in kept:
+        session.add(
+            AuditLog(
+                actor=actor,
+                action="promise.kept",
+                entity="promise_to_pay",
+                entity_id=str(pid),
+                channel="scheduler",
+                before={"status": "open"},
+                after={"status": "kept"},
+            )
+        )
+    for pid in broken:
+        session.add(
+            AuditLog(
+                actor=actor,
+                action="promise.broken",
+                entity="promise_to_pay",
+                entity_id=str(pid),
+                channel="scheduler",
+                before={"status": "open"},
+                after={"status": "broken", "broken_on": as_of.isoformat()},
+            )
+        )
+    return list(broken)
+
+
+@dataclass(frozen=True, slots=True)
+class HoldChange:
+    customer_id: int
+    code: str
+    name: str
+    region_id: int
+    rep_id: int
+    on: bool
+    reason: str | None
+
+
+def _hold_threshold(tiers: TierTable) -> Tier | None:
+    holding = [t for t in tiers.tiers if t.credit_hold]
+    return min(holding, key=lambda t: t.min_days) if holding else None
+
+
+def apply_credit_holds(
+    session: Session, tiers: TierTable, as_of: date, now: datetime, actor: str
+) -> list[HoldChange]:
+    """Put customers with an undisputed open invoice in a credit-hold tier on hold."""
+    tier = _hold_threshold(tiers)
+    if tier is None:
+        return []
+    _, latest = tier.due_date_range(as_of)
+    reason = f"{tier.name}: invoices {tier.min_days}+ days overdue (aging scan of {as_of})"
+    trigger = exists().where(
+        Invoice.customer_id == Customer.id,
+        Invoice.open_amount > 0,
+        not_(Invoice.disputed),
+        Invoice.due_date <= latest,
+    )
+    rows = session.execute(
+        update(Customer)
+        .where(Customer.credit_hold.is_(False), trigger)
+        .values(
+            credit_hold=True,
+            credit_hold_reason=reason,
+            credit_hold_source="scan",
+            credit_hold_since=now,
+        )
+        .returning(Customer.id, Customer.code, Customer.name, Customer.region_id, Customer.rep_id)
+    ).all()
+    changes = [HoldChange(r.id, r.code, r.name, r.region_id, r.rep_id, True, reason) for r in rows]
+    for c in changes:
+        session.add(
+            AuditLog(
+                actor=actor,
+                action="credit_hold.on",
+                entity="customer",
+                entity_id=c.code,
+                channel="scheduler",
+                before={"credit_hold": False},
+                after={"credit_hold": True, "reason": reason, "source": "scan"},
+            )
+        )
+    return changes
+
+
+def lift_credit_holds(session: Session, as_of: date, actor: str) -> list[HoldChange]:
+    """Lift holds the scan put on once no overdue item of the customer is open."""
+    overdue = exists().where(
+        Invoice.customer_id == Customer.id,
+        Invoice.open_amount > 0,
+        not_(Invoice.disputed),
+        Invoice.due_date < literal(as_of, Date),
+    )
+    rows = session.execute(
+        update(Customer)
+        .where(Customer.credit_hold.is_(True), Customer.credit_hold_source == "scan", not_(overdue))
+        .values(
+            credit_hold=False,
+            credit_hold_reason=None,
+            credit_hold_source=None,
+            credit_hold_since=None,
+        )
+        .returning(Customer.id, Customer.code, Customer.name, Customer.region_id, Customer.rep_id)
+    ).all()
+    changes = [HoldChange(r.id, r.code, r.name, r.region_id, r.rep_id, False, None) for r in rows]
+    for c in changes:
+        session.add(
+            AuditLog(
+                actor=actor,
+                action="credit_hold.off",
+                entity="customer",
+                entity_id=c.code,
+                channel="scheduler",
+                before={"credit_hold": True, "source": "scan"},
+                after={"credit_hold": False, "reason": "overdue items paid in full"},
+            )
+        )
+    return changes
+
+
+# --- the scan as one transaction -------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class ScanResult:
+    business_date: date
+    skipped: str | None = None
+    window_days: int = 0
+    planned: int = 0
+    queued: int = 0
+    holds_on: list[str] = field(default_factory=list)
+    holds_off: list[str] = field(default_factory=list)
+    promises_broken: int = 0
+
+
+SCAN_LOCK_KEY = 0x4352_4544  # "CRED": serialises scans across PostgreSQL processes
+
+
+def _lock_scan(session: Session) -> None:
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(select(func.pg_advisory_xact_lock(SCAN_LOCK_KEY)))
+    # SQLite: write_session's BEGIN IMMEDIATE already serialises writers
+
+
+def run_scan(
+    engine: Any,
+    settings: Settings,
+    calendar: BusinessCalendar,
+    as_of: date,
+    now: datetime,
+    *,
+    actor: str = "scheduler",
+    force: bool = False,
+) -> ScanResult:
+    """Scan the ledger for ``as_of`` and queue what it says: one message per person and day,
+    holding the reminders, broken promises, unacknowledged escalations and credit-hold
+    changes. Running it again for the same day queues nothing new."""
+    from credit.store.db import write_session
+    from credit.store.outbox import enqueue
+
+    if not force and not calendar.is_business_day(as_of):
+        return ScanResult(as_of, skipped=f"{as_of} is not a working day")
+    with write_session(engine) as s:
+        _lock_scan(s)
+        window_days = scan_window_days(s, as_of, calendar)
+        plan = plan_scan(s, settings, as_of, window_days)
+        broken = settle_promises(s, as_of, settings.reminders.promise_grace_days, actor)
+        holds_on = apply_credit_holds(s, settings.tier_table, as_of, now, actor)
+        holds_off = lift_credit_holds(s, as_of, actor)
+        for change, person_ids in _hold_recipients(s, holds_on + holds_off).items():
+            for pid in person_ids:
+                plan.reminder_for(pid).hold_changes.append(_hold_item(change))
+        people = _people(s, {r.person_id for r in plan.reminders})
+        messages = []
+        for r in plan.reminders:
+            person = people[r.person_id]
+            r.fill_person(person)
+            key = f"reminder:{r.person_id}:{as_of.isoformat()}"
+            messages.append(
+                _message(settings, calendar, now, person, key, "reminder", as_of, r.payload(as_of))
+            )
+        queued = enqueue(s, messages, now)
+        _record_run(s, as_of, now, queued, sum(r.invoice_count for r in plan.reminders))
+        return ScanResult(
+            as_of,
+            None,
+            window_days,
+            len(plan.reminders),
+            queued,
+            [c.code for c in holds_on],
+            [c.code for c in holds_off],
+            len(broken),
+        )
+
+
+def review_credit_holds(
+    engine: Any,
+    settings: Settings,
+    calendar: BusinessCalendar,
+    as_of: date,
+    now: datetime,
+    *,
+    actor: str = "scheduler",
+) -> list[str]:
+    """The credit-hold review job: lift the scan's holds where the overdue items are paid
+    and tell the rep, the region's managers and the credit desk (the scan puts holds on)."""
+    from credit.store.db import write_session
+    from credit.store.outbox import enqueue
+
+    with write_session(engine) as s:
+        lifted = lift_credit_holds(s, as_of, actor)
+        per_person: dict[int, list[dict[str, Any]]] = defaultdict(list)
+        for change, ids in _hold_recipients(s, lifted).items():
+            for pid in ids:
+                per_person[pid].append(_hold_item(change))
+        people = _people(s, set(per_person))
+        messages = []
+        for pid, items in per_person.items():
+            batch = ",".join(sorted(i["customer"] for i in items))
+            digest = hashlib.sha1(batch.encode()).hexdigest()[:12]
+            key = f"credit_hold:{pid}:{as_of.isoformat()}:{digest}"
+            payload = {
+                "kind": "credit_hold",
+                "business_date": as_of.isoformat(),
+                "credit_holds": items,
+            }
+            messages.append(
+                _message(settings, calendar, now, people[pid], key, "credit_hold", as_of, payload)
+            )
+        enqueue(s, messages, now)
+        return [c.code for c in lifted]
+
+
+def _message(
+    settings: Settings,
+    calendar: BusinessCalendar,
+    now: datetime,
+    person: Person,
+    key: str,
+    kind: str,
+    as_of: date,
+    payload: dict[str, Any],
+) -> Any:
+    """An outbox row for ``person``: routed to their channel, held for their send window."""
+    from credit.calendar import SendWindow
+    from credit.store.outbox import NewMessage, route
+
+    window = SendWindow(settings.calendar.send_window_start, settings.calendar.send_window_end)
+    return NewMessage(
+        key,
+        person.id,
+        route(person, settings.outbox.channels),
+        kind,
+        as_of,
+        {**payload, "recipient": _recipient(person)},
+        window.next_open(now, person.time_zone, calendar),
+    )
+
+
+def _hold_item(change: HoldChange) -> dict[str, Any]:
+    return {
+        "customer": change.code,
+        "customer_name": change.name,
+        "on": change.on,
+        "reason": change.reason,
+    }
+
+
+def _recipient(person: Person) -> dict[str, Any]:
+    return {
+        "code": person.code,
+        "name": person.name,
+        "role": person.role,
+        "locale": person.locale,
+        "time_zone": person.time_zone,
+    }
+
+
+def _people(session: Session, ids: set[int]) -> dict[int, Person]:
+    if not ids:
+        return {}
+    return {p.id: p for p in session.execute(select(Person).where(Person.id.in_(ids))).scalars()}
+
+
+def _hold_recipients(session: Session, changes: list[HoldChange]) -> dict[HoldChange, list[int]]:
+    """The rep, the region's managers and the credit desk hear of every hold change."""
+    if not changes:
+        return {}
+    staff = session.execute(
+        select(Person.id, Person.role, Person.region_id).where(
+            Person.active, Person.role.in_(["regional_manager", CREDIT_DESK_ROLE])
+        )
+    ).all()
+    out: dict[HoldChange, list[int]] = {}
+    for c in changes:
+        ids = [c.rep_id]
+        ids += [
+            p.id
+            for p in staff
+            if p.role == CREDIT_DESK_ROLE
+            or (p.role == "regional_manager" and p.region_id == c.region_id)
+        ]
+        out[c] = sorted(set(ids))
+    return out
+
+
+def _record_run(session: Session, as_of: date, now: datetime, queued: int, invoices: int) -> None:
+    from credit.store.sqlfuncs import insert_ignoring_duplicates
+
+    stmt = insert_ignoring_duplicates(session.get_bind().dialect.name, ScanRun.__table__)
+    session.execute(stmt.values(business_date=as_of, started_at=now, messages=0, invoices=0))
+    session.execute(
+        update(ScanRun)
+        .where(ScanRun.business_date == as_of)
+        .values(finished_at=now, messages=ScanRun.messages + queued, invoices=invoices)
+    )
