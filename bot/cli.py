@@ -88,27 +88,74 @@ def scan(
     fmt: Annotated[
         OutputFormat, typer.Option("--format", help="text or json.")
     ] = OutputFormat.text,
+    force: Annotated[
+        bool, typer.Option("--force", help="Scan even if the date is not a working day.")
+    ] = False,
 ) -> None:
-    """Scan the receivables: who is told about which invoices on a business date."""
+    """Scan the receivables for a business date and queue that day's reminders.
+
+    With --dry-run, print what would be sent (one entry per person and tier) and change
+    nothing. Running the scan twice for a date queues nothing twice.
+    """
+    from credit.calendar import BusinessCalendar
     from credit.store.db import read_session
-    from credit.store.scan import reminders_for
+    from credit.store.escalation import plan_scan, run_scan, scan_window_days
 
     app_ctx = _ctx(ctx)
     settings = _settings_or_exit(app_ctx)
-    day = _parse_date(as_of) if as_of else date.today()
+    day = _parse_date(as_of) if as_of else _today(settings)
     _require_schema(app_ctx)
-    if not dry_run:
-        _fail("only --dry-run is available yet: sending comes with the outbox (issue 3)")
-    with read_session(app_ctx.engine) as session:
-        reminders = reminders_for(session, settings.tier_table, day)
-    if fmt is OutputFormat.json:
-        json.dump([r.as_json() for r in reminders], sys.stdout, ensure_ascii=False, indent=2)
-        sys.stdout.write("\n")
-        return
-    from bot.console import print_reminders
+    calendar = BusinessCalendar(settings.calendar.holiday_country)
+    if dry_run:
+        with read_session(app_ctx.engine) as session:
+            window = scan_window_days(session, day, calendar)
+            plan = plan_scan(session, settings, day, window)
+        if fmt is OutputFormat.json:
+            _print_json(plan.as_json())
+            return
+        from bot.console import print_plan
 
-    console.print(f"[bold]Scan for {day.isoformat()}[/bold] (dry run)")
-    print_reminders(console, reminders, settings.tier_table)
+        console.print(
+            f"[bold]Scan for {day.isoformat()}[/bold] (dry run; cadence window {window} day(s))"
+        )
+        print_plan(console, plan.reminders, settings.tier_table)
+        return
+    result = run_scan(app_ctx.engine, settings, calendar, day, _now(), actor="cli", force=force)
+    summary = {
+        "date": day.isoformat(),
+        "skipped": result.skipped,
+        "window_days": result.window_days,
+        "people": result.planned,
+        "queued": result.queued,
+        "credit_holds_on": result.holds_on,
+        "credit_holds_off": result.holds_off,
+        "promises_broken": result.promises_broken,
+    }
+    if fmt is OutputFormat.json:
+        _print_json(summary)
+    elif result.skipped:
+        console.print(f"skipped: {result.skipped} (use --force to scan anyway)")
+    else:
+        console.print(
+            f"scan {day}: {result.queued} message(s) queued for {result.planned} people; "
+            f"{len(result.holds_on)} credit hold(s) on, {len(result.holds_off)} lifted; "
+            f"{result.promises_broken} promise(s) broken"
+        )
+
+
+def _print_json(data: object) -> None:
+    json.dump(data, sys.stdout, ensure_ascii=False, indent=2, default=str)
+    sys.stdout.write("\n")
+
+
+def _now():  # type: ignore[no-untyped-def]
+    from datetime import UTC, datetime
+
+    return datetime.now(UTC)
+
+
+def _today(settings) -> date:  # type: ignore[no-untyped-def]
+    return _now().astimezone(settings.zone).date()
 
 
 def _parse_date(text: str) -> date:
@@ -191,15 +238,16 @@ def demo(
     """Create a fresh demo database and show what today's scan would send to each person."""
     from sqlalchemy.engine import make_url
 
-    from bot.console import print_reminders
+    from bot.console import print_plan
+    from credit.calendar import BusinessCalendar
     from credit.store.db import read_session, write_session
     from credit.store.demo import build_demo_ledger
+    from credit.store.escalation import plan_scan, scan_window_days
     from credit.store.migrate import upgrade
-    from credit.store.scan import reminders_for
 
     app_ctx = _ctx(ctx)
     settings = _settings_or_exit(app_ctx)
-    day = _parse_date(as_of) if as_of else date.today()
+    day = _parse_date(as_of) if as_of else _today(settings)
     url = make_url(app_ctx.engine.url)
     if url.get_backend_name() != "sqlite":
         _fail("the demo writes a fresh SQLite database; point database.url at a sqlite file")
@@ -211,10 +259,310 @@ def demo(
     with write_session(app_ctx.engine) as session:
         summary = build_demo_ledger(session, as_of=day, seed=seed, settings=settings)
     console.print(f"[bold]Demo ledger[/bold] written to {url.database}: {summary}")
+    calendar = BusinessCalendar(settings.calendar.holiday_country)
     with read_session(app_ctx.engine) as session:
-        reminders = reminders_for(session, settings.tier_table, day)
-    console.print(f"[bold]What the scan would send on {day.isoformat()}[/bold]")
-    print_reminders(console, reminders, settings.tier_table)
+        window = scan_window_days(session, day, calendar)
+        plan = plan_scan(session, settings, day, window)
+    console.print(
+        f"[bold]What the scan sends on {day.isoformat()}[/bold] (cadence window {window} day(s))"
+    )
+    print_plan(console, plan.reminders, settings.tier_table)
+    console.print(
+        "\nNext: [bold]creditbot scan[/bold] queues these messages, "
+        "[bold]creditbot dispatch --once[/bold] prints them, "
+        "[bold]creditbot outbox[/bold] lists the queue."
+    )
+
+
+def _transports(settings, only: list[str] | None = None):  # type: ignore[no-untyped-def]
+    """The transports for the configured channels (console now; Slack, Telegram later)."""
+    from bot.transports.console import ConsoleTransport
+
+    wanted = only or settings.outbox.channels
+    transports = {}
+    for channel in wanted:
+        if channel == "console":
+            transports["console"] = ConsoleTransport()
+        else:
+            _fail(f"channel {channel!r} is not available in this build")
+    return transports
+
+
+@app.command("dispatch")
+def dispatch(
+    ctx: typer.Context,
+    once: Annotated[bool, typer.Option("--once", help="Send what is due now, then exit.")] = False,
+) -> None:
+    """Send due outbox messages through the configured transports."""
+    import asyncio
+
+    from jobs.clock import SystemClock
+    from jobs.dispatch import Dispatcher, dispatch_summary
+
+    if not once:
+        _fail("use --once here; `creditbot run` dispatches continuously")
+    app_ctx = _ctx(ctx)
+    settings = _settings_or_exit(app_ctx)
+    _require_schema(app_ctx)
+    dispatcher = Dispatcher(app_ctx.engine, settings, _transports(settings), SystemClock())
+    report = asyncio.run(dispatcher.drain())
+    err.print(f"dispatch: {dispatch_summary(report)}", highlight=False)
+
+
+outbox_app = typer.Typer(help="The notification outbox.", invoke_without_command=True)
+app.add_typer(outbox_app, name="outbox")
+
+
+@outbox_app.callback()
+def outbox_list(
+    ctx: typer.Context,
+    status: Annotated[
+        str | None, typer.Option("--status", help="pending, sending, sent, failed or dead.")
+    ] = None,
+    fmt: Annotated[
+        OutputFormat, typer.Option("--format", help="text or json.")
+    ] = OutputFormat.text,
+    limit: Annotated[int, typer.Option(help="At most this many rows, newest first.")] = 50,
+) -> None:
+    """List outbox messages (newest first), optionally only those with one status."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from rich.table import Table
+
+    from credit.store.db import read_session
+    from credit.store.outbox import STATUSES, counts_by_status, list_messages
+
+    if status is not None and status not in STATUSES:
+        _fail(f"unknown status {status!r}; use one of {', '.join(STATUSES)}")
+    app_ctx = _ctx(ctx.parent or ctx)
+    _settings_or_exit(app_ctx)
+    _require_schema(app_ctx)
+    with read_session(app_ctx.engine) as session:
+        rows = list_messages(session, status, limit)
+        counts = counts_by_status(session)
+    if fmt is OutputFormat.json:
+        _print_json(
+            [
+                {
+                    "id": r.id,
+                    "key": r.idempotency_key,
+                    "status": r.status,
+                    "kind": r.kind,
+                    "channel": r.channel,
+                    "recipient_id": r.recipient_id,
+                    "business_date": r.business_date,
+                    "attempts": r.attempts,
+                    "next_attempt_at": r.next_attempt_at,
+                    "sent_at": r.sent_at,
+                    "last_error": r.last_error,
+                    "platform_ref": r.platform_ref,
+                }
+                for r in rows
+            ]
+        )
+        return
+    table = Table(title="outbox " + ", ".join(f"{k}={v}" for k, v in sorted(counts.items())))
+    for col in ("id", "status", "kind", "channel", "to", "date", "tries", "next / sent", "error"):
+        table.add_column(col)
+    for r in rows:
+        when = r.sent_at or r.next_attempt_at
+        table.add_row(
+            str(r.id),
+            r.status,
+            r.kind,
+            r.channel,
+            str(r.payload.get("recipient", {}).get("code", r.recipient_id)),
+            str(r.business_date or ""),
+            str(r.attempts),
+            when.strftime("%Y-%m-%d %H:%M") if when else "",
+            (r.last_error or "")[:60],
+        )
+    console.print(table)
+
+
+@outbox_app.command("retry")
+def outbox_retry(
+    ctx: typer.Context, message_id: Annotated[int, typer.Argument(help="Outbox message id.")]
+) -> None:
+    """Queue a failed or dead message again (attempts reset)."""
+    from credit.store.db import write_session
+    from credit.store.outbox import retry
+
+    app_ctx = _ctx(ctx.parent.parent if ctx.parent and ctx.parent.parent else ctx)
+    _settings_or_exit(app_ctx)
+    _require_schema(app_ctx)
+    try:
+        with write_session(app_ctx.engine) as session:
+            retry(session, message_id, _now(), actor="cli")
+    except (LookupError, ValueError) as exc:
+        _fail(str(exc))
+    console.print(f"message {message_id} queued again")
+
+
+def _act(ctx: typer.Context, fn, **kwargs) -> None:  # type: ignore[no-untyped-def]
+    from credit.store.actions import ActionError, NotAllowed
+    from credit.store.db import write_session
+
+    app_ctx = _ctx(ctx)
+    _settings_or_exit(app_ctx)
+    _require_schema(app_ctx)
+    try:
+        with write_session(app_ctx.engine) as session:
+            result = fn(session, **kwargs)
+    except NotAllowed as exc:
+        # the refusal itself is audited: record it in a transaction of its own
+        _audit_refusal(app_ctx, exc, kwargs)
+        _fail(f"not allowed: {exc}", code=3)
+    except ActionError as exc:
+        _fail(str(exc))
+    console.print(f"{result.invoice} ({result.customer}): {result.detail} — by {result.by}")
+
+
+def _audit_refusal(app_ctx: AppContext, exc: Exception, kwargs: dict) -> None:  # type: ignore[type-arg]
+    from credit.store.db import write_session
+    from credit.store.models import AuditLog
+
+    with write_session(app_ctx.engine) as session:
+        session.add(
+            AuditLog(
+                actor=str(kwargs.get("person_code")),
+                action="refused",
+                entity="invoice",
+                entity_id=str(kwargs.get("invoice_number")),
+                channel="cli",
+                after={"reason": str(exc)},
+            )
+        )
+
+
+PersonOpt = Annotated[str, typer.Option("--as", help="Your person code (who is acting).")]
+InvoiceArg = Annotated[str, typer.Argument(help="Invoice number.")]
+
+
+@app.command("ack")
+def ack_cmd(ctx: typer.Context, invoice: InvoiceArg, person: PersonOpt) -> None:
+    """Acknowledge an invoice's reminder (stops the escalation to the manager)."""
+    from credit.store.actions import acknowledge
+
+    settings = _settings_or_exit(_ctx(ctx))
+    _act(
+        ctx,
+        lambda s, **kw: acknowledge(s, **kw),
+        invoice_number=invoice,
+        person_code=person,
+        tiers=settings.tier_table,
+        as_of=_today(settings),
+        now=_now(),
+    )
+
+
+@app.command("promise")
+def promise_cmd(
+    ctx: typer.Context,
+    invoice: InvoiceArg,
+    person: PersonOpt,
+    by: Annotated[str, typer.Option("--date", help="Promised payment date YYYY-MM-DD.")],
+    amount: Annotated[
+        str | None, typer.Option(help="Promised amount (default: all that is open).")
+    ] = None,
+    note: Annotated[str | None, typer.Option(help="Free text, e.g. who promised.")] = None,
+) -> None:
+    """Record a customer's promise to pay: silences reminders until the date (plus grace)."""
+    from credit.money import MoneyError, parse_amount
+    from credit.store.actions import promise_to_pay
+
+    settings = _settings_or_exit(_ctx(ctx))
+    try:
+        value = parse_amount(amount) if amount is not None else None
+    except MoneyError as exc:
+        _fail(str(exc))
+    _act(
+        ctx,
+        lambda s, **kw: promise_to_pay(s, **kw),
+        invoice_number=invoice,
+        person_code=person,
+        promised_date=_parse_date(by),
+        amount=value,
+        today=_today(settings),
+        now=_now(),
+        note=note,
+    )
+
+
+@app.command("dispute")
+def dispute_cmd(
+    ctx: typer.Context,
+    invoice: InvoiceArg,
+    person: PersonOpt,
+    reason: Annotated[str, typer.Option(help="Why the customer disputes the invoice.")],
+) -> None:
+    """Mark an invoice disputed: its reminders go to the credit desk instead of the rep."""
+    from credit.store.actions import dispute
+
+    _act(
+        ctx,
+        lambda s, **kw: dispute(s, **kw),
+        invoice_number=invoice,
+        person_code=person,
+        reason=reason,
+        now=_now(),
+    )
+
+
+@app.command("snooze")
+def snooze_cmd(
+    ctx: typer.Context,
+    invoice: InvoiceArg,
+    person: PersonOpt,
+    until: Annotated[str, typer.Option(help="Pause reminders until YYYY-MM-DD (<= 14 days).")],
+) -> None:
+    """Pause an invoice's reminders for a few days."""
+    from credit.store.actions import snooze
+
+    settings = _settings_or_exit(_ctx(ctx))
+    _act(
+        ctx,
+        lambda s, **kw: snooze(s, **kw),
+        invoice_number=invoice,
+        person_code=person,
+        until=_parse_date(until),
+        today=_today(settings),
+        now=_now(),
+    )
+
+
+@app.command("run")
+def run(ctx: typer.Context) -> None:
+    """Run CreditBot: migrate, then the scheduler (scan, credit-hold review, digest hook,
+    outbox dispatch) until stopped."""
+    import asyncio
+    import logging
+
+    from credit.store.migrate import upgrade
+    from jobs.clock import SystemClock
+    from jobs.runtime import Runtime, install
+    from jobs.scheduler import build_scheduler, catch_up
+
+    app_ctx = _ctx(ctx)
+    settings = _settings_or_exit(app_ctx)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    upgrade(app_ctx.engine)
+    runtime = Runtime(app_ctx.engine, settings, SystemClock(), _transports(settings))
+    install(runtime)
+
+    async def main() -> None:
+        scheduler = build_scheduler(settings)
+        scheduler.start()
+        await catch_up(runtime)
+        try:
+            await asyncio.Event().wait()
+        finally:
+            scheduler.shutdown(wait=False)
+
+    try:
+        asyncio.run(main())
+    except KeyboardInterrupt:
+        console.print("stopped")
 
 
 if __name__ == "__main__":  # pragma: no cover

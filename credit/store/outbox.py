@@ -263,3 +263,68 @@ def route(person: Person, channels: Sequence[str]) -> str:
         if channel == "telegram" and person.telegram_chat_id is not None:
             return channel
     return UNROUTABLE
+
+
+def alert_admins(
+    engine: Engine,
+    *,
+    failed_id: int,
+    status: str,
+    reason: str,
+    channels: Sequence[str],
+    now: datetime,
+    unreachable_person_id: int | None = None,
+) -> int:
+    """Queue an ``admin_alert`` to every active admin about a failed or dead message.
+
+    Alerts about alerts are not sent (no loops). When the platform said the person cannot be
+    reached (e.g. they blocked the bot), the person is marked unreachable with the reason.
+    """
+    with write_session(engine) as s:
+        failed = s.get(OutboxMessage, failed_id)
+        if failed is None or failed.kind == "admin_alert":
+            return 0
+        recipient = s.get(Person, failed.recipient_id) if failed.recipient_id else None
+        if unreachable_person_id is not None and recipient is not None:
+            recipient.unreachable_reason = reason[:500]
+            s.add(recipient)
+            s.add(
+                AuditLog(
+                    actor="dispatcher",
+                    action="person.unreachable",
+                    entity="person",
+                    entity_id=recipient.code,
+                    channel=failed.channel,
+                    after={"reason": reason},
+                    at=now,
+                )
+            )
+        admins = s.execute(select(Person).where(Person.role == "admin", Person.active)).scalars()
+        messages = [
+            NewMessage(
+                f"alert:{failed_id}:{status}:{admin.id}",
+                admin.id,
+                route(admin, channels),
+                "admin_alert",
+                None,
+                {
+                    "kind": "admin_alert",
+                    "message_id": failed_id,
+                    "message_kind": failed.kind,
+                    "recipient_code": recipient.code if recipient else "?",
+                    "channel": failed.channel,
+                    "status": status,
+                    "reason": reason,
+                    "attempts": failed.attempts,
+                    "recipient": {
+                        "code": admin.code,
+                        "name": admin.name,
+                        "locale": admin.locale,
+                        "time_zone": admin.time_zone,
+                    },
+                },
+                now,
+            )
+            for admin in admins
+        ]
+        return enqueue(s, messages, now)

@@ -1,0 +1,1 @@
+"""Channels the outbox dispatcher sends through: console (here), Slack, Telegram."""

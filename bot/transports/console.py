@@ -1,0 +1,50 @@
+"""The console transport: renders each message as text from ``templates/console``."""
+
+from __future__ import annotations
+
+import sys
+from functools import lru_cache
+from typing import Any, TextIO
+
+from jinja2 import Environment, FileSystemLoader, StrictUndefined
+
+from bot.compose import compose
+from bot.i18n import TEMPLATES, Translator
+from bot.messages import Message
+from bot.transports.base import Outgoing
+
+
+@lru_cache(maxsize=1)
+def _env() -> Environment:
+    return Environment(
+        loader=FileSystemLoader(TEMPLATES),
+        undefined=StrictUndefined,
+        autoescape=False,
+        trim_blocks=False,
+        keep_trailing_newline=True,
+    )
+
+
+def render_text(message: Message) -> str:
+    t = Translator(message.locale)
+    return (
+        _env()
+        .get_template("console/message.txt.j2")
+        .render(m=message, more_text=lambda n: t("more", count=n))
+    )
+
+
+class ConsoleTransport:
+    channel = "console"
+
+    def __init__(self, stream: TextIO | None = None) -> None:
+        self.stream = stream or sys.stdout
+        self.sent = 0
+
+    async def send(self, message: Outgoing) -> dict[str, Any]:
+        rendered = render_text(compose(message.payload, message.address.get("locale")))
+        to = message.address.get("name") or message.address.get("code") or "?"
+        self.stream.write(f"\n>>> to {to} [{message.kind} #{message.id}]\n{rendered}")
+        self.stream.flush()
+        self.sent += 1
+        return {"channel": "console", "seq": self.sent}

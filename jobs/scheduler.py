@@ -1,0 +1,100 @@
+"""APScheduler wiring: the jobs, their triggers, and the catch-up after downtime.
+
+Schedules come from config at start-up (memory job store); the durable state is in our own
+tables (``scan_run``, ``outbox``), which is what makes a restart safe: a scan missed while
+the service was down runs once at start-up (``catch_up``), and running it twice is harmless.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, time
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.interval import IntervalTrigger
+from sqlalchemy import select
+
+from credit.settings import Settings
+from credit.store.db import read_session
+from credit.store.models import ScanRun
+from jobs import tasks
+from jobs.runtime import Runtime
+
+log = logging.getLogger("creditbot.scheduler")
+
+JOB_IDS = ("receivables_scan", "daily_digest", "outbox_dispatch", "credit_hold_review")
+
+
+def _daily(at: time, settings: Settings) -> CronTrigger:
+    return CronTrigger(hour=at.hour, minute=at.minute, timezone=settings.zone)
+
+
+def build_scheduler(settings: Settings) -> AsyncIOScheduler:
+    """An AsyncIOScheduler with CreditBot's four jobs (not started)."""
+    sched = AsyncIOScheduler(
+        timezone=settings.zone,
+        job_defaults={
+            "coalesce": True,
+            "max_instances": 1,
+            "misfire_grace_time": settings.schedule.misfire_grace_seconds,
+        },
+    )
+    common = {
+        "replace_existing": True,
+        "coalesce": True,
+        "misfire_grace_time": settings.schedule.misfire_grace_seconds,
+    }
+    sched.add_job(
+        tasks.credit_hold_review_job,
+        _daily(settings.schedule.credit_hold_review_at, settings),
+        id="credit_hold_review",
+        name="credit-hold review",
+        **common,
+    )
+    sched.add_job(
+        tasks.scan_job,
+        _daily(settings.schedule.scan_at, settings),
+        id="receivables_scan",
+        name="receivables scan",
+        **common,
+    )
+    sched.add_job(
+        tasks.digest_job,
+        _daily(settings.schedule.digest_at, settings),
+        id="daily_digest",
+        name="daily digest",
+        **common,
+    )
+    sched.add_job(
+        tasks.dispatch_job,
+        IntervalTrigger(seconds=settings.schedule.dispatch_every_seconds),
+        id="outbox_dispatch",
+        name="outbox dispatch",
+        replace_existing=True,
+        coalesce=True,
+        max_instances=1,
+        misfire_grace_time=max(1, settings.schedule.dispatch_every_seconds),
+    )
+    return sched
+
+
+def scan_missed(rt: Runtime, now: datetime | None = None) -> bool:
+    """Is today's scan due (past its time, a working day) but not yet run?"""
+    now = now or rt.clock.now()
+    local = now.astimezone(rt.settings.zone)
+    today = local.date()
+    if local.time() < rt.settings.schedule.scan_at or not rt.calendar.is_business_day(today):
+        return False
+    with read_session(rt.engine) as s:
+        done = s.execute(select(ScanRun.id).where(ScanRun.business_date == today)).first()
+    return done is None
+
+
+async def catch_up(rt: Runtime) -> bool:
+    """Run today's scan once if the service was down when it was due."""
+    if scan_missed(rt):
+        log.info("today's scan was missed while the service was down: running it now")
+        await tasks.scan_job()
+        return True
+    return False

@@ -1,0 +1,55 @@
+"""The scheduled jobs. Module-level functions with primitive arguments, as APScheduler's
+job stores require; they take everything else from ``jobs.runtime.current()``."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import date
+
+from credit.store.escalation import review_credit_holds, run_scan
+from jobs.runtime import current
+
+log = logging.getLogger("creditbot.jobs")
+
+
+async def scan_job(as_of: str | None = None) -> dict[str, object]:
+    """Scan the receivables for today's business date (or ``as_of``) and queue reminders."""
+    rt = current()
+    day = date.fromisoformat(as_of) if as_of else rt.business_date()
+    result = await asyncio.to_thread(
+        run_scan, rt.engine, rt.settings, rt.calendar, day, rt.clock.now()
+    )
+    log.info("scan %s: %s", day, result)
+    return {"date": day.isoformat(), "skipped": result.skipped, "queued": result.queued}
+
+
+async def credit_hold_review_job(as_of: str | None = None) -> list[str]:
+    rt = current()
+    day = date.fromisoformat(as_of) if as_of else rt.business_date()
+    if not rt.calendar.is_business_day(day):
+        return []
+    lifted = await asyncio.to_thread(
+        review_credit_holds, rt.engine, rt.settings, rt.calendar, day, rt.clock.now()
+    )
+    log.info("credit-hold review %s: lifted %s", day, lifted)
+    return lifted
+
+
+async def dispatch_job() -> dict[str, int]:
+    rt = current()
+    report = await rt.dispatcher.dispatch_once()
+    return {"claimed": report.claimed, "sent": report.sent}
+
+
+async def digest_job(as_of: str | None = None) -> int:
+    """The daily digest hook: runs every registered digest builder on business days."""
+    rt = current()
+    day = date.fromisoformat(as_of) if as_of else rt.business_date()
+    if not rt.calendar.is_business_day(day):
+        return 0
+    for hook in rt.digest_hooks:
+        result = hook(rt, day)
+        if asyncio.iscoroutine(result):
+            await result
+    return len(rt.digest_hooks)
