@@ -18,7 +18,7 @@ import random
 from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from sqlalchemy import Engine
@@ -92,10 +92,11 @@ class Dispatcher:
         """Claim one batch of due rows and work through it."""
         report = DispatchReport()
         cfg = self.settings.outbox
+        claimed_at = self.clock.now()
         rows = await asyncio.to_thread(
             outbox.claim,
             self.engine,
-            self.clock.now(),
+            claimed_at,
             limit=cfg.batch_size,
             lease_seconds=cfg.lease_seconds,
             channels=[*self.transports, outbox.UNROUTABLE],
@@ -104,8 +105,11 @@ class Dispatcher:
         by_channel: dict[str, list[outbox.Claimed]] = defaultdict(list)
         for row in rows:
             by_channel[row.channel].append(row)
+        # A send must start well before the lease lapses: after that another dispatcher may
+        # claim the row and send it too. Rows the pacer cannot fit in by then are given back.
+        send_by = claimed_at + timedelta(seconds=cfg.lease_seconds * 0.75)
         await asyncio.gather(
-            *(self._work_channel(ch, items, report) for ch, items in by_channel.items())
+            *(self._work_channel(ch, items, report, send_by) for ch, items in by_channel.items())
         )
         return report
 
@@ -130,12 +134,14 @@ class Dispatcher:
         return total
 
     async def _work_channel(
-        self, channel: str, rows: list[outbox.Claimed], report: DispatchReport
+        self, channel: str, rows: list[outbox.Claimed], report: DispatchReport, send_by: datetime
     ) -> None:
         for row in rows:
-            await self._deliver(channel, row, report)
+            await self._deliver(channel, row, report, send_by)
 
-    async def _deliver(self, channel: str, row: outbox.Claimed, report: DispatchReport) -> None:
+    async def _deliver(
+        self, channel: str, row: outbox.Claimed, report: DispatchReport, send_by: datetime
+    ) -> None:
         now = self.clock.now()
         if channel == outbox.UNROUTABLE:
             await self._give_up(
@@ -153,6 +159,13 @@ class Dispatcher:
                 return
         pacer = self.pacers[channel]
         slot = pacer.reserve(str(row.recipient_id), now.timestamp())
+        if slot > send_by.timestamp():  # (a long 429 pause): back to pending, not sent late
+            at = datetime.fromtimestamp(slot, UTC)
+            await asyncio.to_thread(
+                outbox.reschedule, self.engine, row.id, at, None, count_attempt=False
+            )
+            report.deferred += 1
+            return
         wait = slot - now.timestamp()
         if wait > 0:
             await self.clock.sleep(wait)

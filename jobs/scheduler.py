@@ -11,7 +11,6 @@ import logging
 from datetime import datetime, time
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
-from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy import select
 
@@ -20,14 +19,15 @@ from credit.store.db import read_session
 from credit.store.models import ScanRun
 from jobs import tasks
 from jobs.runtime import Runtime
+from jobs.triggers import DailyTrigger
 
 log = logging.getLogger("creditbot.scheduler")
 
 JOB_IDS = ("receivables_scan", "daily_digest", "outbox_dispatch", "credit_hold_review")
 
 
-def _daily(at: time, settings: Settings) -> CronTrigger:
-    return CronTrigger(hour=at.hour, minute=at.minute, timezone=settings.zone)
+def _daily(at: time, settings: Settings) -> DailyTrigger:
+    return DailyTrigger(at, settings.zone)
 
 
 def build_scheduler(settings: Settings) -> AsyncIOScheduler:
@@ -43,6 +43,7 @@ def build_scheduler(settings: Settings) -> AsyncIOScheduler:
     common = {
         "replace_existing": True,
         "coalesce": True,
+        "max_instances": 1,
         "misfire_grace_time": settings.schedule.misfire_grace_seconds,
     }
     sched.add_job(
