@@ -80,6 +80,10 @@ def _reminder(p: dict[str, Any], t: Translator) -> Message:
             )
         )
         count += len(unacked)
+    holds = p.get("credit_holds") or []
+    if holds:
+        sections.append(_holds_section(t, holds, p.get("credit_holds_total", len(holds))))
+        count += len(holds)
     return Message(
         title=t("reminder_title", date=t.date(p["business_date"])),
         summary=t("reminder_summary", count=count),
@@ -104,19 +108,29 @@ def _ack_button(t: Translator, tier: str, ln: dict[str, Any]) -> Button:
     return Button(t("button_ack"), "ack", f"{ln['number']}|{tier}", "primary")
 
 
+def _holds_section(t: Translator, holds: list[dict[str, Any]], total: int) -> Section:
+    lines = []
+    for h in holds[:MAX_LINES_PER_SECTION]:
+        customer = f"{h['customer_name']} ({h['customer']})"
+        if h["on"]:
+            lines.append(
+                t("hold_on_summary", customer=customer)
+                + " — "
+                + t("hold_on_text", reason=h.get("reason") or "")
+            )
+        else:
+            lines.append(t("hold_off_summary", customer=customer))
+    return Section(heading=t("holds_heading"), lines=lines, more=total - len(lines))
+
+
 def _credit_hold(p: dict[str, Any], t: Translator) -> Message:
-    customer = f"{p['customer_name']} ({p['customer']})"
-    if p["on"]:
-        return Message(
-            title=t("hold_on_title", customer=customer),
-            summary=t("hold_on_summary", customer=customer),
-            sections=[Section(heading="", text=t("hold_on_text", reason=p.get("reason") or ""))],
-            locale=t.locale,
-        )
+    """The credit-hold review's announcement: holds lifted since the scan."""
+    holds = p.get("credit_holds") or []
+    section = _holds_section(t, holds, p.get("credit_holds_total", len(holds)))
     return Message(
-        title=t("hold_off_title", customer=customer),
-        summary=t("hold_off_summary", customer=customer),
-        sections=[Section(heading="", text=t("hold_off_text"))],
+        title=t("holds_heading"),
+        summary=section.lines[0] if len(holds) == 1 else t("holds_summary", count=len(holds)),
+        sections=[section],
         locale=t.locale,
     )
 

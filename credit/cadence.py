@@ -9,7 +9,9 @@ service was down is caught up once on the next scan — and never twice.
 
 from __future__ import annotations
 
-from credit.aging import Tier
+from datetime import date, timedelta
+
+from credit.aging import Tier, TierTable
 
 
 def days_in_tier(days_past_due: int, tier: Tier) -> int:
@@ -40,3 +42,24 @@ def is_unacknowledged_escalation_day(days_past_due: int, tier: Tier, window_days
     if after is None or not tier.contains(days_past_due):
         return False
     return 0 <= days_in_tier(days_past_due, tier) - after < window_days
+
+
+def reminder_due_dates(
+    tiers: TierTable, as_of: date, window_days: int, oldest_due: date, *, limit: int = 2000
+) -> list[date] | None:
+    """Every due date whose invoice has a cadence point in the window, oldest first.
+
+    The scan selects invoices by these dates (an index lookup per date) instead of computing
+    the cadence for every open invoice. ``oldest_due`` bounds the open-ended last tier.
+    Returns None when there would be more than ``limit`` dates (after long downtime the
+    window covers nearly everything, and a full pass is cheaper).
+    """
+    dates: list[date] = []
+    for tier in tiers.tiers:
+        deepest = tier.max_days if tier.max_days is not None else (as_of - oldest_due).days
+        for days in range(tier.min_days, deepest + 1):
+            if (days - tier.min_days) % tier.repeat_every_days < window_days:
+                dates.append(as_of - timedelta(days=days))
+                if len(dates) > limit:
+                    return None
+    return sorted(dates)

@@ -7,6 +7,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
+from sqlmodel import select
 
 from credit.settings import Settings
 from credit.store.db import read_session
@@ -84,7 +85,7 @@ def test_a_missed_scan_runs_once_at_start_up(engine):
         assert scan_missed(rt)
         assert asyncio.run(catch_up(rt)) is True
         with read_session(engine) as s:
-            runs = s.query(ScanRun).all()
+            runs = s.exec(select(ScanRun)).all()
         assert [r.business_date for r in runs] == [date(2026, 11, 25)]
         # a second start the same day does not scan again
         assert scan_missed(rt) is False

@@ -30,12 +30,14 @@ from sqlalchemy import (
     or_,
     select,
     union,
+    union_all,
     update,
 )
 from sqlalchemy.orm import aliased
 from sqlmodel import Session
 
 from credit.aging import Tier, TierTable
+from credit.cadence import reminder_due_dates
 from credit.calendar import BusinessCalendar
 from credit.settings import Settings
 from credit.store.models import (
@@ -48,7 +50,8 @@ from credit.store.models import (
     PromiseToPay,
     ScanRun,
 )
-from credit.store.sqlfuncs import days_since
+from credit.store.sqlfuncs import days_since, unindexed
+from credit.store.types import utcnow
 
 REGIONAL_ROLES = frozenset({"regional_manager"})
 CREDIT_DESK_ROLE = "credit_manager"
@@ -186,83 +189,107 @@ def _by_tier(tiers: TierTable, conds: list[ColumnElement[bool]], attr: str) -> A
 
 
 def _window(tiers: TierTable, as_of: date) -> ColumnElement[bool]:
+    """Due dates some tier covers: nearly every open invoice, so scan, not index."""
     _, latest = tiers.tiers[0].due_date_range(as_of)
     earliest, _ = tiers.tiers[-1].due_date_range(as_of)
-    cond = Invoice.due_date <= latest
-    return cond if earliest is None else and_(cond, Invoice.due_date >= earliest)
+    due = unindexed(Invoice.due_date)
+    cond = due <= latest
+    return cond if earliest is None else and_(cond, due >= earliest)
 
 
-def _silenced(as_of: date, grace_days: int) -> ColumnElement[bool]:
-    """An open promise whose date (plus grace) is not past, or a snooze still running."""
+def _not_silenced(
+    as_of: date, grace_days: int, invoice_id: Any = Invoice.id
+) -> ColumnElement[bool]:
+    """No open promise whose date (plus grace) is not past, and no snooze still running.
+
+    Two NOT EXISTS conjuncts (not NOT (… OR …)), so PostgreSQL can use anti-joins."""
     keep_until = as_of - timedelta(days=grace_days)
     promised = exists().where(
-        PromiseToPay.invoice_id == Invoice.id,
+        PromiseToPay.invoice_id == invoice_id,
         PromiseToPay.status == "open",
         PromiseToPay.promised_date >= keep_until,
     )
-    snoozed = exists().where(InvoiceSnooze.invoice_id == Invoice.id, InvoiceSnooze.until >= as_of)
-    return or_(promised, snoozed)
+    snoozed = exists().where(InvoiceSnooze.invoice_id == invoice_id, InvoiceSnooze.until >= as_of)
+    return and_(not_(promised), not_(snoozed))
 
 
-def _open_in_tiers(tiers: TierTable, as_of: date, grace_days: int) -> Any:
-    """Open, unsilenced invoices in some tier, with their tier, day count and cadence."""
+def _at_cadence_point(
+    tiers: TierTable, as_of: date, window_days: int, due_dates: list[date] | None
+) -> Any:
+    """Open invoices with a cadence point in the window, with tier, day count and whether
+    they are new in the tier. With ``due_dates`` (see ``reminder_due_dates``) only invoices
+    due on those dates are read, through the due-date index; without, one pass over the
+    invoice table evaluates the cadence for each."""
     (conds,) = _tier_cases(tiers, as_of)
     days = days_since(Invoice.due_date, as_of)
-    return (
-        select(
-            Invoice.id.label("invoice_id"),
-            Invoice.number,
-            Invoice.open_amount,
-            Invoice.currency,
-            Invoice.due_date,
-            Invoice.disputed,
-            Customer.code.label("customer"),
-            Customer.name.label("customer_name"),
-            Customer.rep_id,
-            Customer.region_id,
-            days.label("days"),
-            _by_tier(tiers, conds, "name").label("tier"),
-            _by_tier(tiers, conds, "min_days").label("min_days"),
-            _by_tier(tiers, conds, "repeat_every_days").label("every"),
-        )
-        .join(Customer, Customer.id == Invoice.customer_id)
-        .where(Invoice.open_amount > 0, _window(tiers, as_of), not_(_silenced(as_of, grace_days)))
+    in_tier = days - _by_tier(tiers, conds, "min_days")
+    stmt = select(
+        Invoice.id.label("invoice_id"),
+        Invoice.customer_id,
+        Invoice.number,
+        Invoice.open_amount,
+        Invoice.currency,
+        Invoice.due_date,
+        Invoice.disputed,
+        days.label("days"),
+        case(*[(c, literal(i)) for i, c in enumerate(conds)]).label("tier_no"),
+        (in_tier < window_days).label("new"),
+    )
+    if due_dates is not None:
+        return stmt.where(Invoice.open_amount > 0, Invoice.due_date.in_(due_dates))
+    return stmt.where(
+        Invoice.open_amount > 0,
+        _window(tiers, as_of),
+        (in_tier % _by_tier(tiers, conds, "repeat_every_days")) < window_days,
     )
 
 
-def _recipient_pairs(due: Any, tiers: TierTable) -> Any:
-    """(invoice_id, person_id) for every person told about each due invoice.
+def _narrow(due: Any) -> tuple[Any, ...]:
+    """What ranking and totals need; the sort stays narrow, details are joined afterwards."""
+    c = due.c
+    return (c.invoice_id, c.tier_no, c.currency, c.days, c.new, c.open_amount)
 
-    ``rep``: the customer's rep — or the credit desk when the invoice is disputed;
-    ``regional_manager``: managers of the customer's region; other roles: company-wide.
+
+def _recipient_rows(due: Any, tiers: TierTable) -> Any:
+    """Each due invoice once for every person told about it (the columns ranking needs).
+
+    ``rep``: the customer's rep — or the credit desk when the invoice is disputed (unless the
+    tier tells the desk anyway); ``regional_manager``: managers of the customer's region;
+    other roles: company-wide. The parts are disjoint, so no de-duplication is needed.
     """
     roles = sorted({role for t in tiers.tiers for role in t.notify})
     parts = []
     for role in roles:
-        names = [t.name for t in tiers.tiers if role in t.notify]
+        names = [i for i, t in enumerate(tiers.tiers) if role in t.notify]
         p = aliased(Person)
         if role == "rep":
             parts.append(
-                select(due.c.invoice_id, p.id.label("person_id"))
+                select(*_narrow(due), p.id.label("person_id"))
                 .join(p, and_(p.id == due.c.rep_id, p.active))
-                .where(due.c.tier.in_(names), not_(due.c.disputed))
+                .where(due.c.tier_no.in_(names), not_(due.c.disputed))
             )
-            desk = aliased(Person)
-            parts.append(
-                select(due.c.invoice_id, desk.id.label("person_id"))
-                .join(desk, and_(desk.role == CREDIT_DESK_ROLE, desk.active))
-                .where(due.c.tier.in_(names), due.c.disputed)
-            )
+            to_desk = [
+                i
+                for i, t in enumerate(tiers.tiers)
+                if "rep" in t.notify and CREDIT_DESK_ROLE not in t.notify
+            ]
+            if to_desk:
+                desk = aliased(Person)
+                parts.append(
+                    select(*_narrow(due), desk.id.label("person_id"))
+                    .join(desk, and_(desk.role == CREDIT_DESK_ROLE, desk.active))
+                    .where(due.c.tier_no.in_(to_desk), due.c.disputed)
+                )
             continue
         on = and_(p.role == role, p.active)
         if role in REGIONAL_ROLES:
             on = and_(on, p.region_id == due.c.region_id)
         parts.append(
-            select(due.c.invoice_id, p.id.label("person_id"))
+            select(*_narrow(due), p.id.label("person_id"))
             .join(p, on)
-            .where(due.c.tier.in_(names))
+            .where(due.c.tier_no.in_(names))
         )
-    return union(*parts).cte("pairs")
+    return union_all(*parts).subquery("told")
 
 
 def _decimal_str(value: Decimal) -> str:
@@ -274,43 +301,61 @@ def plan_scan(session: Session, settings: Settings, as_of: date, window_days: in
     tiers = settings.tier_table
     grace = settings.reminders.promise_grace_days
     k = settings.reminders.lines_per_tier
-    base = _open_in_tiers(tiers, as_of, grace).cte("tiered")
-    in_tier = base.c.days - base.c.min_days
+    # MATERIALIZED: each step is computed once; the customer join and the promise and
+    # snooze checks run only for invoices at a cadence point.
+    oldest = session.execute(
+        select(func.min(Invoice.due_date)).where(Invoice.open_amount > 0)
+    ).scalar()
+    if isinstance(oldest, str):
+        oldest = date.fromisoformat(oldest)
+    due_dates = reminder_due_dates(tiers, as_of, window_days, oldest or as_of)
+    base = (
+        _at_cadence_point(tiers, as_of, window_days, due_dates)
+        .cte("tiered")
+        .prefix_with("MATERIALIZED")
+    )
     due = (
-        select(base, (in_tier < window_days).label("new"))
-        .where((in_tier % base.c.every) < window_days)
-        .cte("due")
-    )
-    pairs = _recipient_pairs(due, tiers)
-
-    # counts and totals over every due invoice, per person, tier and currency
-    totals_stmt = (
         select(
-            pairs.c.person_id,
-            due.c.tier,
-            due.c.currency,
-            func.count().label("n"),
-            func.sum(case((due.c.new, 1), else_=0)).label("n_new"),
-            func.sum(due.c.open_amount).label("total"),
+            base,
+            Customer.code.label("customer"),
+            Customer.name.label("customer_name"),
+            Customer.rep_id,
+            Customer.region_id,
         )
-        .join(due, due.c.invoice_id == pairs.c.invoice_id)
-        .group_by(pairs.c.person_id, due.c.tier, due.c.currency)
+        .join(Customer, Customer.id == base.c.customer_id)
+        .where(_not_silenced(as_of, grace, base.c.invoice_id))
+        .cte("due")
+        .prefix_with("MATERIALIZED")
     )
-    # the most overdue lines, per person and tier
-    rn = (
-        func.row_number()
-        .over(
-            partition_by=(pairs.c.person_id, due.c.tier),
-            order_by=(due.c.days.desc(), due.c.number),
+    told = _recipient_rows(due, tiers)
+    # One pass: per person, tier and currency, the count and totals of every due invoice and
+    # the most overdue lines (one window, so the database sorts once).
+    currency = told.c.currency
+    if session.get_bind().dialect.name == "postgresql":
+        currency = currency.collate("C")  # byte order: no locale-aware compares in the sort
+    window = {"partition_by": (told.c.person_id, told.c.tier_no, currency)}
+    rn = func.row_number().over(**window, order_by=(told.c.days.desc(), told.c.invoice_id))
+    ranked = select(
+        told,
+        rn.label("rn"),
+        # the totals ride on each currency's first line only (fewer values to convert)
+        case((rn == 1, func.count().over(**window))).label("n"),
+        case((rn == 1, func.sum(case((told.c.new, 1), else_=0)).over(**window))).label("n_new"),
+        case((rn == 1, func.sum(told.c.open_amount).over(**window))).label("total"),
+    ).subquery("ranked")
+    stmt = (
+        select(
+            ranked.c.person_id,
+            ranked.c.rn,
+            ranked.c.n,
+            ranked.c.n_new,
+            ranked.c.total,
+            *[col for col in due.c if col.name not in ("open_amount",)],
+            ranked.c.open_amount,
         )
-        .label("rn")
+        .join(due, due.c.invoice_id == ranked.c.invoice_id)
+        .where(ranked.c.rn <= k)
     )
-    ranked = (
-        select(pairs.c.person_id, due, rn)
-        .join(due, due.c.invoice_id == pairs.c.invoice_id)
-        .subquery("ranked")
-    )
-    lines_stmt = select(ranked).where(ranked.c.rn <= k)
 
     people: dict[int, PersonReminder] = {}
     sections: dict[tuple[int, str], TierSection] = {}
@@ -321,13 +366,15 @@ def plan_scan(session: Session, settings: Settings, as_of: date, window_days: in
             sections[key] = TierSection(tier_name, tiers.by_name(tier_name).action)
         return sections[key]
 
-    for person_id, tier_name, currency, n, n_new, total in session.execute(totals_stmt):
-        s = section(person_id, tier_name)
-        s.count += n
-        s.new_count += int(n_new or 0)
-        s.totals[currency] = s.totals.get(currency, Decimal("0.00")) + total
-    for row in session.execute(lines_stmt).mappings():
-        section(row["person_id"], row["tier"]).lines.append(_line(row))
+    for row in session.execute(stmt).mappings():
+        s = section(row["person_id"], tiers.tiers[row["tier_no"]].name)
+        if row["rn"] == 1:  # first line of a currency: carries that currency's totals
+            s.count += row["n"]
+            s.new_count += int(row["n_new"] or 0)
+            s.totals[row["currency"]] = (
+                s.totals.get(row["currency"], Decimal("0.00")) + row["total"]
+            )
+        s.lines.append(_line(row))
 
     broken = _broken_promises(session, as_of, grace)
     unacked = _unacknowledged(session, tiers, as_of, window_days, grace)
@@ -346,6 +393,7 @@ def plan_scan(session: Session, settings: Settings, as_of: date, window_days: in
     order = {name: i for i, name in enumerate(tiers.names)}
     for (person_id, _), s in sorted(sections.items(), key=lambda kv: order[kv[0][1]]):
         s.lines.sort(key=lambda ln: (-ln["days"], ln["number"]))
+        del s.lines[k:]
         people[person_id].sections.append(s)
     for person_id, items in broken.items():
         people[person_id].broken_promises = items
@@ -477,7 +525,7 @@ def _unacknowledged(
                 Invoice.due_date >= last_due,
                 Invoice.due_date <= latest,
                 *([Invoice.due_date >= earliest] if earliest is not None else []),
-                not_(_silenced(as_of, grace)),
+                _not_silenced(as_of, grace),
                 not_(
                     exists().where(
                         InvoiceAck.invoice_id == Invoice.id, InvoiceAck.tier == tier.name
@@ -521,11 +569,14 @@ def scan_window_days(session: Session, as_of: date, calendar: BusinessCalendar) 
 # --- promises and credit holds (writes) ---------------------------------------------------
 
 
-def settle_promises(session: Session, as_of: date, grace_days: int, actor: str) -> list[int]:
+def settle_promises(
+    session: Session, as_of: date, grace_days: int, actor: str, now: datetime | None = None
+) -> list[int]:
     """Mark promises kept (invoice paid) or broken (date plus grace past, still open).
 
-    Returns the ids of the promises broken now; both changes are audited.
+    Returns the ids of the promises broken now; both changes are audited (at ``now``).
     """
+    at = now or utcnow()
     paid = select(Invoice.id).where(Invoice.open_amount == 0)
     kept = (
         session.execute(
@@ -560,6 +611,7 @@ def settle_promises(session: Session, as_of: date, grace_days: int, actor: str) 
                 entity="promise_to_pay",
                 entity_id=str(pid),
                 channel="scheduler",
+                at=at,
                 before={"status": "open"},
                 after={"status": "kept"},
             )
@@ -572,6 +624,7 @@ def settle_promises(session: Session, as_of: date, grace_days: int, actor: str) 
                 entity="promise_to_pay",
                 entity_id=str(pid),
                 channel="scheduler",
+                at=at,
                 before={"status": "open"},
                 after={"status": "broken", "broken_on": as_of.isoformat()},
             )
@@ -630,6 +683,7 @@ def apply_credit_holds(
                 entity="customer",
                 entity_id=c.code,
                 channel="scheduler",
+                at=now,
                 before={"credit_hold": False},
                 after={"credit_hold": True, "reason": reason, "source": "scan"},
             )
@@ -637,8 +691,11 @@ def apply_credit_holds(
     return changes
 
 
-def lift_credit_holds(session: Session, as_of: date, actor: str) -> list[HoldChange]:
+def lift_credit_holds(
+    session: Session, as_of: date, actor: str, now: datetime | None = None
+) -> list[HoldChange]:
     """Lift holds the scan put on once no overdue item of the customer is open."""
+    at = now or utcnow()
     overdue = exists().where(
         Invoice.customer_id == Customer.id,
         Invoice.open_amount > 0,
@@ -665,6 +722,7 @@ def lift_credit_holds(session: Session, as_of: date, actor: str) -> list[HoldCha
                 entity="customer",
                 entity_id=c.code,
                 channel="scheduler",
+                at=at,
                 before={"credit_hold": True, "source": "scan"},
                 after={"credit_hold": False, "reason": "overdue items paid in full"},
             )
@@ -718,9 +776,9 @@ def run_scan(
         _lock_scan(s)
         window_days = scan_window_days(s, as_of, calendar)
         plan = plan_scan(s, settings, as_of, window_days)
-        broken = settle_promises(s, as_of, settings.reminders.promise_grace_days, actor)
+        broken = settle_promises(s, as_of, settings.reminders.promise_grace_days, actor, now)
         holds_on = apply_credit_holds(s, settings.tier_table, as_of, now, actor)
-        holds_off = lift_credit_holds(s, as_of, actor)
+        holds_off = lift_credit_holds(s, as_of, actor, now)
         for change, person_ids in _hold_recipients(s, holds_on + holds_off).items():
             for pid in person_ids:
                 plan.reminder_for(pid).hold_changes.append(_hold_item(change))
@@ -762,7 +820,7 @@ def review_credit_holds(
     from credit.store.outbox import enqueue
 
     with write_session(engine) as s:
-        lifted = lift_credit_holds(s, as_of, actor)
+        lifted = lift_credit_holds(s, as_of, actor, now)
         per_person: dict[int, list[dict[str, Any]]] = defaultdict(list)
         for change, ids in _hold_recipients(s, lifted).items():
             for pid in ids:

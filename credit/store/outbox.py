@@ -115,10 +115,13 @@ def claim(
             return []
         lease = now + timedelta(seconds=lease_seconds)
         ids = [r.id for r in rows]
+        # synchronize_session=False: the rows loaded above keep the attempts they had, so
+        # ``r.attempts + 1`` below is this attempt (the default would already add one to them)
         s.execute(
             update(OutboxMessage)
             .where(OutboxMessage.id.in_(ids))
             .values(status="sending", lease_until=lease, attempts=OutboxMessage.attempts + 1)
+            .execution_options(synchronize_session=False)
         )
         people = {
             p.id: p

@@ -44,3 +44,25 @@ def insert_ignoring_duplicates(dialect_name: str, table: Any) -> Any:
     if dialect_name == "postgresql":
         return pg_insert(table).on_conflict_do_nothing()
     return sqlite_insert(table).on_conflict_do_nothing()
+
+
+class unindexed(FunctionElement[Any]):
+    """A column the planner should not reach through an index (SQLite's unary ``+``): for
+    filters that keep most rows, where a table scan beats an index walk."""
+
+    inherit_cache = True
+    name = "unindexed"
+
+    @property
+    def type(self) -> Any:  # the wrapped column's type, so comparisons bind alike
+        return next(iter(self.clauses)).type
+
+
+@compiles(unindexed)
+def _unindexed_default(element: unindexed, compiler: Any, **kw: Any) -> str:
+    return compiler.process(next(iter(element.clauses)), **kw)
+
+
+@compiles(unindexed, "sqlite")
+def _unindexed_sqlite(element: unindexed, compiler: Any, **kw: Any) -> str:
+    return "+" + compiler.process(next(iter(element.clauses)), **kw)

@@ -14,8 +14,6 @@ from typing import Any
 from sqlalchemy import BigInteger, DateTime
 from sqlalchemy.types import TypeDecorator
 
-from credit.money import CENT
-
 
 class MoneyAmount(TypeDecorator[Decimal]):
     impl = BigInteger
@@ -37,7 +35,7 @@ class MoneyAmount(TypeDecorator[Decimal]):
     def process_result_value(self, value: Any, dialect: Any) -> Decimal | None:
         if value is None:
             return None
-        return (Decimal(int(value)) / 100).quantize(CENT)
+        return Decimal(int(value)).scaleb(-2)  # exact, always two decimals
 
 
 class UTCDateTime(TypeDecorator[datetime]):
