@@ -176,6 +176,9 @@ def _require_schema(app_ctx: AppContext) -> None:
         )
 
 
+MAX_ERRORS_SHOWN = 200
+
+
 class ImportKind(StrEnum):
     people = "people"
     customers = "customers"
@@ -195,7 +198,7 @@ def import_(
     """
     from rich.progress import Progress
 
-    from credit.store.importing import ImportRejected, import_file
+    from credit.store.importing import ImportRejected, ImportWriteError, import_file
     from credit.store.migrate import upgrade
 
     app_ctx = _ctx(ctx)
@@ -215,12 +218,19 @@ def import_(
             )
         except ImportRejected as exc:
             bar.stop()
-            err.print(f"[red]rejected:[/red] {file} — nothing was written", highlight=False)
-            for e in exc.errors:
-                err.print(
-                    f"  line {e.line}, column {e.column}: {e.reason}", highlight=False, markup=False
-                )
+            err.print(
+                f"rejected: {file} — {len(exc.errors)} error(s), nothing was written",
+                highlight=False,
+                markup=False,
+            )
+            for e in exc.errors[:MAX_ERRORS_SHOWN]:
+                err.print(f"  {e}", highlight=False, markup=False)
+            if len(exc.errors) > MAX_ERRORS_SHOWN:
+                err.print(f"  … and {len(exc.errors) - MAX_ERRORS_SHOWN} more", highlight=False)
             raise typer.Exit(1) from None
+        except ImportWriteError as exc:
+            bar.stop()
+            _fail(str(exc), code=1)
     console.print(
         f"{kind.value}: {result.rows} row(s) — {result.created} created, "
         f"{result.updated} updated, {result.unchanged} unchanged"
@@ -400,7 +410,7 @@ def outbox_retry(
 
 
 def _act(ctx: typer.Context, fn, **kwargs) -> None:  # type: ignore[no-untyped-def]
-    from credit.store.actions import ActionError, NotAllowed
+    from credit.store.actions import ActionError, NotAllowed, record_refusal
     from credit.store.db import write_session
 
     app_ctx = _ctx(ctx)
@@ -410,29 +420,11 @@ def _act(ctx: typer.Context, fn, **kwargs) -> None:  # type: ignore[no-untyped-d
         with write_session(app_ctx.engine) as session:
             result = fn(session, **kwargs)
     except NotAllowed as exc:
-        # the refusal itself is audited: record it in a transaction of its own
-        _audit_refusal(app_ctx, exc, kwargs)
+        record_refusal(app_ctx.engine, exc)
         _fail(f"not allowed: {exc}", code=3)
     except ActionError as exc:
         _fail(str(exc))
     console.print(f"{result.invoice} ({result.customer}): {result.detail} — by {result.by}")
-
-
-def _audit_refusal(app_ctx: AppContext, exc: Exception, kwargs: dict) -> None:  # type: ignore[type-arg]
-    from credit.store.db import write_session
-    from credit.store.models import AuditLog
-
-    with write_session(app_ctx.engine) as session:
-        session.add(
-            AuditLog(
-                actor=str(kwargs.get("person_code")),
-                action="refused",
-                entity="invoice",
-                entity_id=str(kwargs.get("invoice_number")),
-                channel="cli",
-                after={"reason": str(exc)},
-            )
-        )
 
 
 PersonOpt = Annotated[str, typer.Option("--as", help="Your person code (who is acting).")]

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
 from sqlalchemy import select
 from sqlmodel import Session
@@ -25,6 +26,7 @@ from credit.store.models import (
     Person,
     PromiseToPay,
 )
+from credit.store.types import utcnow
 
 
 class ActionError(ValueError):
@@ -32,7 +34,43 @@ class ActionError(ValueError):
 
 
 class NotAllowed(PermissionError):
-    """The person may not act on this customer (the refusal is audited)."""
+    """The person may not act on this customer.
+
+    The caller's transaction is rolled back, so the refusal is audited in a transaction of
+    its own: ``record_refusal(engine, exc)``."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        actor: str,
+        action: str,
+        invoice: str,
+        customer: str | None,
+        channel: str,
+        at: datetime | None,
+    ) -> None:
+        super().__init__(message)
+        self.actor, self.action, self.invoice = actor, action, invoice
+        self.customer, self.channel, self.at = customer, channel, at
+
+
+def record_refusal(engine: Any, exc: NotAllowed) -> None:
+    """Append the audit entry for a refused action (its own committed transaction)."""
+    from credit.store.db import write_session
+
+    with write_session(engine) as session:
+        session.add(
+            AuditLog(
+                actor=exc.actor,
+                action=f"{exc.action}.refused",
+                entity="invoice",
+                entity_id=exc.invoice,
+                channel=exc.channel,
+                at=exc.at or utcnow(),
+                after={"reason": str(exc), "customer": exc.customer},
+            )
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,45 +84,36 @@ class ActionResult:
 
 
 def _load(
-    session: Session, invoice_number: str, person_code: str
+    session: Session,
+    action: str,
+    invoice_number: str,
+    person_code: str,
+    channel: str,
+    now: datetime,
 ) -> tuple[Invoice, Customer, Person]:
+    """The invoice, its customer and the acting person — who must be allowed to act on it."""
     invoice = session.execute(
         select(Invoice).where(Invoice.number == invoice_number)
     ).scalar_one_or_none()
     if invoice is None:
         raise ActionError(f"no invoice {invoice_number!r}")
-    person = session.execute(select(Person).where(Person.code == person_code)).scalar_one_or_none()
-    if person is None:
-        raise NotAllowed(f"unknown person {person_code!r}")
     customer = session.get(Customer, invoice.customer_id)
     assert customer is not None  # foreign key
-    return invoice, customer, person
-
-
-def _check(
-    session: Session,
-    action: str,
-    invoice: Invoice,
-    customer: Customer,
-    person: Person,
-    channel: str,
-    now: datetime,
-) -> None:
+    person = session.execute(select(Person).where(Person.code == person_code)).scalar_one_or_none()
+    refusal = {
+        "actor": person_code,
+        "action": action,
+        "invoice": invoice.number,
+        "customer": customer.code,
+        "channel": channel,
+        "at": now,
+    }
+    if person is None:
+        raise NotAllowed(f"unknown person {person_code!r}", **refusal)
     actor = Actor(person.id, person.role, person.region_id, person.active)
     if not may_act_on(actor, CustomerScope(customer.rep_id, customer.region_id)):
-        session.add(
-            AuditLog(
-                actor=person.code,
-                action=f"{action}.refused",
-                entity="invoice",
-                entity_id=invoice.number,
-                channel=channel,
-                at=now,
-                after={"reason": "not allowed to act on this customer", "customer": customer.code},
-            )
-        )
-        session.flush()
-        raise NotAllowed(f"{person.code} may not act on customer {customer.code}")
+        raise NotAllowed(f"{person.code} may not act on customer {customer.code}", **refusal)
+    return invoice, customer, person
 
 
 def acknowledge(
@@ -98,8 +127,7 @@ def acknowledge(
     channel: str = "cli",
 ) -> ActionResult:
     """Acknowledge the reminder for the invoice's current tier (idempotent)."""
-    invoice, customer, person = _load(session, invoice_number, person_code)
-    _check(session, "ack", invoice, customer, person, channel, now)
+    invoice, customer, person = _load(session, "ack", invoice_number, person_code, channel, now)
     tier = tiers.tier_of(invoice.due_date, as_of)
     tier_name = tier.name if tier else "none"
     existing = session.execute(
@@ -156,8 +184,7 @@ def promise_to_pay(
 
     An open promise silences the invoice's reminders until the promised date plus grace.
     A newer promise replaces an open one (the old one is marked cancelled)."""
-    invoice, customer, person = _load(session, invoice_number, person_code)
-    _check(session, "promise", invoice, customer, person, channel, now)
+    invoice, customer, person = _load(session, "promise", invoice_number, person_code, channel, now)
     if invoice.open_amount <= 0:
         raise ActionError(f"invoice {invoice.number} is paid; nothing to promise")
     if promised_date < today:
@@ -235,8 +262,7 @@ def dispute(
     reason = (reason or "").strip()
     if not reason:
         raise ActionError("a dispute needs a reason")
-    invoice, customer, person = _load(session, invoice_number, person_code)
-    _check(session, "dispute", invoice, customer, person, channel, now)
+    invoice, customer, person = _load(session, "dispute", invoice_number, person_code, channel, now)
     before = {"disputed": invoice.disputed, "reason": invoice.dispute_reason}
     invoice.disputed, invoice.dispute_reason = True, reason[:1000]
     session.add(invoice)
@@ -274,8 +300,7 @@ def snooze(
     max_days: int = 14,
 ) -> ActionResult:
     """Pause the invoice's reminders until ``until`` (at most ``max_days`` ahead)."""
-    invoice, customer, person = _load(session, invoice_number, person_code)
-    _check(session, "snooze", invoice, customer, person, channel, now)
+    invoice, customer, person = _load(session, "snooze", invoice_number, person_code, channel, now)
     if until <= today or (until - today).days > max_days:
         raise ActionError(f"snooze until a date 1 to {max_days} days ahead")
     row = session.execute(

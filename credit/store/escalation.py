@@ -25,6 +25,7 @@ from sqlalchemy import (
     case,
     exists,
     func,
+    insert,
     literal,
     not_,
     or_,
@@ -54,6 +55,8 @@ from credit.store.sqlfuncs import days_since, unindexed
 from credit.store.types import utcnow
 
 REGIONAL_ROLES = frozenset({"regional_manager"})
+# credit-hold changes listed in one message (the first scan on a new ledger may change many)
+HOLD_ITEMS_LISTED = 50
 CREDIT_DESK_ROLE = "credit_manager"
 
 
@@ -116,7 +119,8 @@ class PersonReminder:
             ],
             "broken_promises": self.broken_promises,
             "unacknowledged": self.unacknowledged,
-            "credit_holds": self.hold_changes,
+            "credit_holds": self.hold_changes[:HOLD_ITEMS_LISTED],
+            "credit_holds_total": len(self.hold_changes),
         }
 
 
@@ -128,12 +132,20 @@ class ScanPlan:
 
     def reminder_for(self, person_id: int) -> PersonReminder:
         """This person's reminder, added (empty) when the plan had none for them."""
-        for r in self.reminders:
-            if r.person_id == person_id:
-                return r
-        r = PersonReminder(person_id, "", "", "", "en", "UTC")
-        self.reminders.append(r)
-        return r
+        index = {r.person_id: r for r in self.reminders}
+        if person_id not in index:
+            index[person_id] = PersonReminder(person_id, "", "", "", "en", "UTC")
+            self.reminders.append(index[person_id])
+        return index[person_id]
+
+    def add_hold_changes(self, items: dict[int, list[dict[str, Any]]]) -> None:
+        """Fold credit-hold changes into each recipient's reminder (one message a day)."""
+        index = {r.person_id: r for r in self.reminders}
+        for person_id, changes in items.items():
+            if person_id not in index:
+                index[person_id] = PersonReminder(person_id, "", "", "", "en", "UTC")
+                self.reminders.append(index[person_id])
+            index[person_id].hold_changes.extend(changes)
 
     def as_json(self) -> list[dict[str, Any]]:
         """The ``creditbot scan --dry-run --format json`` shape: one entry per person and tier."""
@@ -202,15 +214,14 @@ def _not_silenced(
 ) -> ColumnElement[bool]:
     """No open promise whose date (plus grace) is not past, and no snooze still running.
 
-    Two NOT EXISTS conjuncts (not NOT (… OR …)), so PostgreSQL can use anti-joins."""
+    ``NOT IN`` small uncorrelated sets: both engines hash them once, whatever they think of
+    the tables' sizes (a correlated NOT EXISTS may become a nested loop per invoice)."""
     keep_until = as_of - timedelta(days=grace_days)
-    promised = exists().where(
-        PromiseToPay.invoice_id == invoice_id,
-        PromiseToPay.status == "open",
-        PromiseToPay.promised_date >= keep_until,
+    promised = select(PromiseToPay.invoice_id).where(
+        PromiseToPay.status == "open", PromiseToPay.promised_date >= keep_until
     )
-    snoozed = exists().where(InvoiceSnooze.invoice_id == invoice_id, InvoiceSnooze.until >= as_of)
-    return and_(not_(promised), not_(snoozed))
+    snoozed = select(InvoiceSnooze.invoice_id).where(InvoiceSnooze.until >= as_of)
+    return and_(invoice_id.not_in(promised), invoice_id.not_in(snoozed))
 
 
 def _at_cadence_point(
@@ -366,14 +377,13 @@ def plan_scan(session: Session, settings: Settings, as_of: date, window_days: in
             sections[key] = TierSection(tier_name, tiers.by_name(tier_name).action)
         return sections[key]
 
-    for row in session.execute(stmt).mappings():
-        s = section(row["person_id"], tiers.tiers[row["tier_no"]].name)
-        if row["rn"] == 1:  # first line of a currency: carries that currency's totals
-            s.count += row["n"]
-            s.new_count += int(row["n_new"] or 0)
-            s.totals[row["currency"]] = (
-                s.totals.get(row["currency"], Decimal("0.00")) + row["total"]
-            )
+    # Core rows (no ORM layer): this loop sees up to lines_per_tier rows per person and tier
+    for row in session.connection().execute(stmt).all():
+        s = section(row.person_id, tiers.tiers[row.tier_no].name)
+        if row.rn == 1:  # first line of a currency: carries that currency's totals
+            s.count += row.n
+            s.new_count += int(row.n_new or 0)
+            s.totals[row.currency] = s.totals.get(row.currency, Decimal("0.00")) + row.total
         s.lines.append(_line(row))
 
     broken = _broken_promises(session, as_of, grace)
@@ -404,21 +414,18 @@ def plan_scan(session: Session, settings: Settings, as_of: date, window_days: in
 
 
 def _line(row: Any) -> dict[str, Any]:
+    due = row.due_date
     return {
-        "invoice_id": row["invoice_id"],
-        "number": row["number"],
-        "customer": row["customer"],
-        "customer_name": row["customer_name"],
-        "open_amount": _decimal_str(row["open_amount"]),
-        "currency": row["currency"],
-        "days": int(row["days"]),
-        "due_date": (
-            row["due_date"].isoformat()
-            if isinstance(row["due_date"], date)
-            else str(row["due_date"])
-        ),
-        "disputed": bool(row["disputed"]),
-        "new": bool(row["new"]),
+        "invoice_id": row.invoice_id,
+        "number": row.number,
+        "customer": row.customer,
+        "customer_name": row.customer_name,
+        "open_amount": str(row.open_amount),
+        "currency": row.currency,
+        "days": int(row.days),
+        "due_date": due.isoformat() if isinstance(due, date) else str(due),
+        "disputed": bool(row.disputed),
+        "new": bool(row.new),
     }
 
 
@@ -603,33 +610,53 @@ def settle_promises(
         .scalars()
         .all()
     )
-    for pid in kept:
-        session.add(
-            AuditLog(
-                actor=actor,
-                action="promise.kept",
-                entity="promise_to_pay",
-                entity_id=str(pid),
-                channel="scheduler",
-                at=at,
-                before={"status": "open"},
-                after={"status": "kept"},
-            )
-        )
-    for pid in broken:
-        session.add(
-            AuditLog(
-                actor=actor,
-                action="promise.broken",
-                entity="promise_to_pay",
-                entity_id=str(pid),
-                channel="scheduler",
-                at=at,
-                before={"status": "open"},
-                after={"status": "broken", "broken_on": as_of.isoformat()},
-            )
-        )
+    _audit_many(
+        session,
+        actor,
+        at,
+        "promise.kept",
+        "promise_to_pay",
+        [(str(pid), {"status": "open"}, {"status": "kept"}) for pid in kept],
+    )
+    after = {"status": "broken", "broken_on": as_of.isoformat()}
+    _audit_many(
+        session,
+        actor,
+        at,
+        "promise.broken",
+        "promise_to_pay",
+        [(str(pid), {"status": "open"}, after) for pid in broken],
+    )
     return list(broken)
+
+
+def _audit_many(
+    session: Session,
+    actor: str,
+    at: datetime,
+    action: str,
+    entity: str,
+    items: list[tuple[str, dict[str, Any] | None, dict[str, Any] | None]],
+) -> None:
+    """Append audit rows in one multi-row INSERT (a first scan may hold thousands)."""
+    if not items:
+        return
+    session.execute(
+        insert(AuditLog),
+        [
+            {
+                "actor": actor,
+                "at": at,
+                "action": action,
+                "entity": entity,
+                "entity_id": eid,
+                "channel": "scheduler",
+                "before": before,
+                "after": after,
+            }
+            for eid, before, after in items
+        ],
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -675,19 +702,15 @@ def apply_credit_holds(
         .returning(Customer.id, Customer.code, Customer.name, Customer.region_id, Customer.rep_id)
     ).all()
     changes = [HoldChange(r.id, r.code, r.name, r.region_id, r.rep_id, True, reason) for r in rows]
-    for c in changes:
-        session.add(
-            AuditLog(
-                actor=actor,
-                action="credit_hold.on",
-                entity="customer",
-                entity_id=c.code,
-                channel="scheduler",
-                at=now,
-                before={"credit_hold": False},
-                after={"credit_hold": True, "reason": reason, "source": "scan"},
-            )
-        )
+    after = {"credit_hold": True, "reason": reason, "source": "scan"}
+    _audit_many(
+        session,
+        actor,
+        now,
+        "credit_hold.on",
+        "customer",
+        [(c.code, {"credit_hold": False}, after) for c in changes],
+    )
     return changes
 
 
@@ -714,19 +737,16 @@ def lift_credit_holds(
         .returning(Customer.id, Customer.code, Customer.name, Customer.region_id, Customer.rep_id)
     ).all()
     changes = [HoldChange(r.id, r.code, r.name, r.region_id, r.rep_id, False, None) for r in rows]
-    for c in changes:
-        session.add(
-            AuditLog(
-                actor=actor,
-                action="credit_hold.off",
-                entity="customer",
-                entity_id=c.code,
-                channel="scheduler",
-                at=at,
-                before={"credit_hold": True, "source": "scan"},
-                after={"credit_hold": False, "reason": "overdue items paid in full"},
-            )
-        )
+    before = {"credit_hold": True, "source": "scan"}
+    after = {"credit_hold": False, "reason": "overdue items paid in full"}
+    _audit_many(
+        session,
+        actor,
+        at,
+        "credit_hold.off",
+        "customer",
+        [(c.code, before, after) for c in changes],
+    )
     return changes
 
 
@@ -779,9 +799,11 @@ def run_scan(
         broken = settle_promises(s, as_of, settings.reminders.promise_grace_days, actor, now)
         holds_on = apply_credit_holds(s, settings.tier_table, as_of, now, actor)
         holds_off = lift_credit_holds(s, as_of, actor, now)
+        per_person: dict[int, list[dict[str, Any]]] = defaultdict(list)
         for change, person_ids in _hold_recipients(s, holds_on + holds_off).items():
             for pid in person_ids:
-                plan.reminder_for(pid).hold_changes.append(_hold_item(change))
+                per_person[pid].append(_hold_item(change))
+        plan.add_hold_changes(per_person)
         people = _people(s, {r.person_id for r in plan.reminders})
         messages = []
         for r in plan.reminders:
@@ -834,7 +856,8 @@ def review_credit_holds(
             payload = {
                 "kind": "credit_hold",
                 "business_date": as_of.isoformat(),
-                "credit_holds": items,
+                "credit_holds": items[:HOLD_ITEMS_LISTED],
+                "credit_holds_total": len(items),
             }
             messages.append(
                 _message(settings, calendar, now, people[pid], key, "credit_hold", as_of, payload)

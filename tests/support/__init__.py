@@ -1,0 +1,1 @@
+"""Helpers shared by tests: fake transports, seed data, subprocess victims."""
