@@ -224,7 +224,7 @@ def import_(
                 markup=False,
             )
             for e in exc.errors[:MAX_ERRORS_SHOWN]:
-                err.print(f"  {e}", highlight=False, markup=False)
+                err.print(f"  {e}", highlight=False, markup=False, soft_wrap=True)
             if len(exc.errors) > MAX_ERRORS_SHOWN:
                 err.print(f"  … and {len(exc.errors) - MAX_ERRORS_SHOWN} more", highlight=False)
             raise typer.Exit(1) from None

@@ -166,7 +166,7 @@ class ReminderSettings(_Section):
     # days after the promised date before a promise counts as broken
     promise_grace_days: int = Field(3, ge=0)
     # invoice lines listed per tier in one message (totals always cover all of them)
-    lines_per_tier: int = Field(10, ge=1, le=200)
+    lines_per_tier: int = Field(5, ge=1, le=50)
 
 
 class OutboxSettings(_Section):

@@ -16,11 +16,13 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from decimal import Decimal
+from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import (
     ColumnElement,
     Date,
+    Integer,
     and_,
     case,
     exists,
@@ -52,11 +54,13 @@ from credit.store.models import (
     ScanRun,
 )
 from credit.store.sqlfuncs import days_since, unindexed
-from credit.store.types import utcnow
+from credit.store.types import MoneyAmount, utcnow
 
 REGIONAL_ROLES = frozenset({"regional_manager"})
 # credit-hold changes listed in one message (the first scan on a new ledger may change many)
 HOLD_ITEMS_LISTED = 50
+# PostgreSQL memory for the scan's sort (per transaction, SET LOCAL)
+SCAN_WORK_MEM = "128MB"
 CREDIT_DESK_ROLE = "credit_manager"
 
 
@@ -87,6 +91,7 @@ class PersonReminder:
     broken_promises: list[dict[str, Any]] = field(default_factory=list)
     unacknowledged: list[dict[str, Any]] = field(default_factory=list)
     hold_changes: list[dict[str, Any]] = field(default_factory=list)
+    hold_total: int = 0
 
     def fill_person(self, person: Person) -> None:
         self.code, self.name, self.role = person.code, person.name, person.role
@@ -120,7 +125,7 @@ class PersonReminder:
             "broken_promises": self.broken_promises,
             "unacknowledged": self.unacknowledged,
             "credit_holds": self.hold_changes[:HOLD_ITEMS_LISTED],
-            "credit_holds_total": len(self.hold_changes),
+            "credit_holds_total": max(self.hold_total, len(self.hold_changes)),
         }
 
 
@@ -138,7 +143,9 @@ class ScanPlan:
             self.reminders.append(index[person_id])
         return index[person_id]
 
-    def add_hold_changes(self, items: dict[int, list[dict[str, Any]]]) -> None:
+    def add_hold_changes(
+        self, items: dict[int, list[dict[str, Any]]], totals: dict[int, int]
+    ) -> None:
         """Fold credit-hold changes into each recipient's reminder (one message a day)."""
         index = {r.person_id: r for r in self.reminders}
         for person_id, changes in items.items():
@@ -146,6 +153,7 @@ class ScanPlan:
                 index[person_id] = PersonReminder(person_id, "", "", "", "en", "UTC")
                 self.reminders.append(index[person_id])
             index[person_id].hold_changes.extend(changes)
+            index[person_id].hold_total += totals.get(person_id, len(changes))
 
     def as_json(self) -> list[dict[str, Any]]:
         """The ``creditbot scan --dry-run --format json`` shape: one entry per person and tier."""
@@ -255,52 +263,80 @@ def _at_cadence_point(
     )
 
 
-def _narrow(due: Any) -> tuple[Any, ...]:
-    """What ranking and totals need; the sort stays narrow, details are joined afterwards."""
+AUD_REP, AUD_REGION = 0, 1  # audience kinds; company-wide roles are 2, 3, …
+
+
+def _company_roles(tiers: TierTable) -> list[str]:
+    roles = {role for t in tiers.tiers for role in t.notify} | {CREDIT_DESK_ROLE}
+    return sorted(roles - {"rep"} - REGIONAL_ROLES)
+
+
+def _audience_rows(due: Any, tiers: TierTable) -> Any:
+    """Each due invoice once per *audience* that hears of it: a rep (kind 0, the rep's id),
+    a region's managers (kind 1, the region's id) or everyone with a company-wide role
+    (kind 2+, id 0). Ranking per audience, not per person, keeps the sort small: two credit
+    managers share one ranking. Disputed invoices go to the credit desk instead of the rep
+    (unless the tier tells the desk anyway). The parts are disjoint."""
     c = due.c
-    return (c.invoice_id, c.tier_no, c.currency, c.days, c.new, c.open_amount)
-
-
-def _recipient_rows(due: Any, tiers: TierTable) -> Any:
-    """Each due invoice once for every person told about it (the columns ranking needs).
-
-    ``rep``: the customer's rep — or the credit desk when the invoice is disputed (unless the
-    tier tells the desk anyway); ``regional_manager``: managers of the customer's region;
-    other roles: company-wide. The parts are disjoint, so no de-duplication is needed.
-    """
-    roles = sorted({role for t in tiers.tiers for role in t.notify})
+    narrow = (c.invoice_id, c.tier_no, c.currency, c.days, c.new, c.open_amount)
+    company = _company_roles(tiers)
     parts = []
-    for role in roles:
-        names = [i for i, t in enumerate(tiers.tiers) if role in t.notify]
-        p = aliased(Person)
-        if role == "rep":
-            parts.append(
-                select(*_narrow(due), p.id.label("person_id"))
-                .join(p, and_(p.id == due.c.rep_id, p.active))
-                .where(due.c.tier_no.in_(names), not_(due.c.disputed))
-            )
-            to_desk = [
-                i
-                for i, t in enumerate(tiers.tiers)
-                if "rep" in t.notify and CREDIT_DESK_ROLE not in t.notify
-            ]
-            if to_desk:
-                desk = aliased(Person)
-                parts.append(
-                    select(*_narrow(due), desk.id.label("person_id"))
-                    .join(desk, and_(desk.role == CREDIT_DESK_ROLE, desk.active))
-                    .where(due.c.tier_no.in_(to_desk), due.c.disputed)
-                )
-            continue
-        on = and_(p.role == role, p.active)
-        if role in REGIONAL_ROLES:
-            on = and_(on, p.region_id == due.c.region_id)
+    rep_tiers = [i for i, t in enumerate(tiers.tiers) if "rep" in t.notify]
+    if rep_tiers:
+        rep = aliased(Person)
         parts.append(
-            select(*_narrow(due), p.id.label("person_id"))
-            .join(p, on)
-            .where(due.c.tier_no.in_(names))
+            select(literal(AUD_REP).label("aud_kind"), c.rep_id.label("aud_id"), *narrow)
+            .join(rep, and_(rep.id == c.rep_id, rep.active))
+            .where(c.tier_no.in_(rep_tiers), not_(c.disputed))
         )
-    return union_all(*parts).subquery("told")
+    for role in sorted({r for t in tiers.tiers for r in t.notify} - {"rep"}):
+        names = [i for i, t in enumerate(tiers.tiers) if role in t.notify]
+        if role in REGIONAL_ROLES:
+            parts.append(
+                select(
+                    literal(AUD_REGION).label("aud_kind"), c.region_id.label("aud_id"), *narrow
+                ).where(c.tier_no.in_(names))
+            )
+        else:
+            parts.append(
+                select(
+                    literal(2 + company.index(role)).label("aud_kind"),
+                    literal(0).label("aud_id"),
+                    *narrow,
+                ).where(c.tier_no.in_(names))
+            )
+    to_desk = [
+        i
+        for i, t in enumerate(tiers.tiers)
+        if "rep" in t.notify and CREDIT_DESK_ROLE not in t.notify
+    ]
+    if to_desk:
+        parts.append(
+            select(
+                literal(2 + company.index(CREDIT_DESK_ROLE)).label("aud_kind"),
+                literal(0).label("aud_id"),
+                *narrow,
+            ).where(c.tier_no.in_(to_desk), c.disputed)
+        )
+    return union_all(*parts).cte("told").prefix_with("MATERIALIZED")
+
+
+def _audience_members(session: Session, tiers: TierTable) -> dict[tuple[int, int], list[int]]:
+    """Who is in each region and company-wide audience (reps are their own audience)."""
+    company = _company_roles(tiers)
+    members: dict[tuple[int, int], list[int]] = defaultdict(list)
+    rows = session.execute(
+        select(Person.id, Person.role, Person.region_id).where(
+            Person.active, Person.role.in_([*REGIONAL_ROLES, *company])
+        )
+    )
+    for pid, role, region_id in rows:
+        if role in REGIONAL_ROLES:
+            if region_id is not None:
+                members[(AUD_REGION, region_id)].append(pid)
+        else:
+            members[(2 + company.index(role), 0)].append(pid)
+    return members
 
 
 def _decimal_str(value: Decimal) -> str:
@@ -338,53 +374,84 @@ def plan_scan(session: Session, settings: Settings, as_of: date, window_days: in
         .cte("due")
         .prefix_with("MATERIALIZED")
     )
-    told = _recipient_rows(due, tiers)
-    # One pass: per person, tier and currency, the count and totals of every due invoice and
-    # the most overdue lines (one window, so the database sorts once).
-    currency = told.c.currency
-    if session.get_bind().dialect.name == "postgresql":
-        currency = currency.collate("C")  # byte order: no locale-aware compares in the sort
-    window = {"partition_by": (told.c.person_id, told.c.tier_no, currency)}
-    rn = func.row_number().over(**window, order_by=(told.c.days.desc(), told.c.invoice_id))
-    ranked = select(
-        told,
-        rn.label("rn"),
-        # the totals ride on each currency's first line only (fewer values to convert)
-        case((rn == 1, func.count().over(**window))).label("n"),
-        case((rn == 1, func.sum(case((told.c.new, 1), else_=0)).over(**window))).label("n_new"),
-        case((rn == 1, func.sum(told.c.open_amount).over(**window))).label("total"),
-    ).subquery("ranked")
-    stmt = (
-        select(
-            ranked.c.person_id,
-            ranked.c.rn,
-            ranked.c.n,
-            ranked.c.n_new,
-            ranked.c.total,
-            *[col for col in due.c if col.name not in ("open_amount",)],
-            ranked.c.open_amount,
-        )
-        .join(due, due.c.invoice_id == ranked.c.invoice_id)
-        .where(ranked.c.rn <= k)
+    told = _audience_rows(due, tiers)
+    # One statement, two kinds of row: per audience, tier and currency the count and totals
+    # of every due invoice; and the lines_per_tier most overdue invoices per audience and tier.
+    rank = func.row_number().over(
+        partition_by=(told.c.aud_kind, told.c.aud_id, told.c.tier_no),
+        order_by=(told.c.days.desc(), told.c.invoice_id),
     )
+    ranked = select(
+        told.c.aud_kind,
+        told.c.aud_id,
+        told.c.tier_no,
+        told.c.invoice_id,
+        told.c.currency,
+        rank.label("rn"),
+    ).subquery("ranked")
+    totals = select(
+        told.c.aud_kind,
+        told.c.aud_id,
+        told.c.tier_no,
+        literal(None, Integer).label("invoice_id"),
+        told.c.currency,
+        func.count().label("n"),
+        func.sum(case((told.c.new, 1), else_=0)).label("n_new"),
+        func.sum(told.c.open_amount).label("total"),
+    ).group_by(told.c.aud_kind, told.c.aud_id, told.c.tier_no, told.c.currency)
+    top = select(
+        ranked.c.aud_kind,
+        ranked.c.aud_id,
+        ranked.c.tier_no,
+        ranked.c.invoice_id,
+        ranked.c.currency,
+        literal(None, Integer),
+        literal(None, Integer),
+        literal(None, MoneyAmount),
+    ).where(ranked.c.rn <= k)
+    both = union_all(totals, top).subquery("both")
+    details = [col for col in due.c if col.name not in ("invoice_id", "tier_no", "currency")]
+    stmt = select(both, *details).outerjoin(due, due.c.invoice_id == both.c.invoice_id)
 
-    people: dict[int, PersonReminder] = {}
-    sections: dict[tuple[int, str], TierSection] = {}
-
-    def section(person_id: int, tier_name: str) -> TierSection:
-        key = (person_id, tier_name)
-        if key not in sections:
-            sections[key] = TierSection(tier_name, tiers.by_name(tier_name).action)
-        return sections[key]
-
-    # Core rows (no ORM layer): this loop sees up to lines_per_tier rows per person and tier
-    for row in session.connection().execute(stmt).all():
-        s = section(row.person_id, tiers.tiers[row.tier_no].name)
-        if row.rn == 1:  # first line of a currency: carries that currency's totals
+    conn = session.connection()
+    if conn.dialect.name == "postgresql":
+        # the ranking sorts every (audience, invoice) pair: keep that sort in memory
+        conn.exec_driver_sql(f"SET LOCAL work_mem = '{SCAN_WORK_MEM}'")
+    by_audience: dict[tuple[int, int, int], TierSection] = {}
+    # Core rows (no ORM layer): totals rows, and lines_per_tier lines per audience and tier
+    for row in conn.execute(stmt).all():
+        key = (row.aud_kind, row.aud_id, row.tier_no)
+        s = by_audience.get(key)
+        if s is None:
+            tier = tiers.tiers[row.tier_no]
+            s = by_audience[key] = TierSection(tier.name, tier.action)
+        if row.invoice_id is None:
             s.count += row.n
             s.new_count += int(row.n_new or 0)
             s.totals[row.currency] = s.totals.get(row.currency, Decimal("0.00")) + row.total
-        s.lines.append(_line(row))
+        else:
+            s.lines.append(_line(row))
+
+    members = _audience_members(session, tiers)
+    sections: dict[tuple[int, str], TierSection] = {}
+    for (kind, aud_id, _), s in by_audience.items():
+        for person_id in [aud_id] if kind == AUD_REP else members.get((kind, aud_id), []):
+            mine = sections.get((person_id, s.tier))
+            if mine is None:
+                sections[(person_id, s.tier)] = s
+            else:  # one person in two audiences for a tier (a rep who is also a manager)
+                merged = TierSection(
+                    s.tier,
+                    s.action,
+                    mine.count + s.count,
+                    mine.new_count + s.new_count,
+                    dict(mine.totals),
+                    mine.lines + s.lines,
+                )
+                for cur, v in s.totals.items():
+                    merged.totals[cur] = merged.totals.get(cur, Decimal("0.00")) + v
+                sections[(person_id, s.tier)] = merged
+    people: dict[int, PersonReminder] = {}
 
     broken = _broken_promises(session, as_of, grace)
     unacked = _unacknowledged(session, tiers, as_of, window_days, grace)
@@ -401,8 +468,9 @@ def plan_scan(session: Session, settings: Settings, as_of: date, window_days: in
         people[p.id] = PersonReminder(p.id, p.code, p.name, p.role, p.locale, p.time_zone)
 
     order = {name: i for i, name in enumerate(tiers.names)}
-    for (person_id, _), s in sorted(sections.items(), key=lambda kv: order[kv[0][1]]):
+    for s in by_audience.values():
         s.lines.sort(key=lambda ln: (-ln["days"], ln["number"]))
+    for (person_id, _), s in sorted(sections.items(), key=lambda kv: order[kv[0][1]]):
         del s.lines[k:]
         people[person_id].sections.append(s)
     for person_id, items in broken.items():
@@ -799,11 +867,7 @@ def run_scan(
         broken = settle_promises(s, as_of, settings.reminders.promise_grace_days, actor, now)
         holds_on = apply_credit_holds(s, settings.tier_table, as_of, now, actor)
         holds_off = lift_credit_holds(s, as_of, actor, now)
-        per_person: dict[int, list[dict[str, Any]]] = defaultdict(list)
-        for change, person_ids in _hold_recipients(s, holds_on + holds_off).items():
-            for pid in person_ids:
-                per_person[pid].append(_hold_item(change))
-        plan.add_hold_changes(per_person)
+        plan.add_hold_changes(*_holds_by_person(s, holds_on + holds_off))
         people = _people(s, {r.person_id for r in plan.reminders})
         messages = []
         for r in plan.reminders:
@@ -843,21 +907,18 @@ def review_credit_holds(
 
     with write_session(engine) as s:
         lifted = lift_credit_holds(s, as_of, actor, now)
-        per_person: dict[int, list[dict[str, Any]]] = defaultdict(list)
-        for change, ids in _hold_recipients(s, lifted).items():
-            for pid in ids:
-                per_person[pid].append(_hold_item(change))
+        per_person, totals = _holds_by_person(s, lifted)
         people = _people(s, set(per_person))
         messages = []
         for pid, items in per_person.items():
             batch = ",".join(sorted(i["customer"] for i in items))
-            digest = hashlib.sha1(batch.encode()).hexdigest()[:12]
+            digest = hashlib.sha1(f"{batch}|{totals[pid]}".encode()).hexdigest()[:12]
             key = f"credit_hold:{pid}:{as_of.isoformat()}:{digest}"
             payload = {
                 "kind": "credit_hold",
                 "business_date": as_of.isoformat(),
                 "credit_holds": items[:HOLD_ITEMS_LISTED],
-                "credit_holds_total": len(items),
+                "credit_holds_total": totals[pid],
             }
             messages.append(
                 _message(settings, calendar, now, people[pid], key, "credit_hold", as_of, payload)
@@ -888,8 +949,14 @@ def _message(
         kind,
         as_of,
         {**payload, "recipient": _recipient(person)},
-        window.next_open(now, person.time_zone, calendar),
+        _window_opens(window, now, person.time_zone, calendar),
     )
+
+
+@lru_cache(maxsize=256)
+def _window_opens(window: Any, now: datetime, zone: str, calendar: BusinessCalendar) -> datetime:
+    """When the send window opens for a time zone (the same for everyone in it)."""
+    return window.next_open(now, zone, calendar)
 
 
 def _hold_item(change: HoldChange) -> dict[str, Any]:
@@ -917,26 +984,34 @@ def _people(session: Session, ids: set[int]) -> dict[int, Person]:
     return {p.id: p for p in session.execute(select(Person).where(Person.id.in_(ids))).scalars()}
 
 
-def _hold_recipients(session: Session, changes: list[HoldChange]) -> dict[HoldChange, list[int]]:
-    """The rep, the region's managers and the credit desk hear of every hold change."""
+def _holds_by_person(
+    session: Session, changes: list[HoldChange]
+) -> tuple[dict[int, list[dict[str, Any]]], dict[int, int]]:
+    """Who hears of which hold changes: the rep, the region's managers and the credit desk.
+
+    Returns the first ``HOLD_ITEMS_LISTED`` changes per person and each person's total (the
+    first scan on a new ledger may put tens of thousands of customers on hold)."""
+    listed: dict[int, list[dict[str, Any]]] = defaultdict(list)
+    totals: dict[int, int] = defaultdict(int)
     if not changes:
-        return {}
+        return listed, totals
     staff = session.execute(
         select(Person.id, Person.role, Person.region_id).where(
             Person.active, Person.role.in_(["regional_manager", CREDIT_DESK_ROLE])
         )
     ).all()
-    out: dict[HoldChange, list[int]] = {}
+    desk = [p.id for p in staff if p.role == CREDIT_DESK_ROLE]
+    managers: dict[int, list[int]] = defaultdict(list)
+    for p in staff:
+        if p.role == "regional_manager" and p.region_id is not None:
+            managers[p.region_id].append(p.id)
     for c in changes:
-        ids = [c.rep_id]
-        ids += [
-            p.id
-            for p in staff
-            if p.role == CREDIT_DESK_ROLE
-            or (p.role == "regional_manager" and p.region_id == c.region_id)
-        ]
-        out[c] = sorted(set(ids))
-    return out
+        item = _hold_item(c)
+        for pid in {c.rep_id, *desk, *managers.get(c.region_id, ())}:
+            totals[pid] += 1
+            if len(listed[pid]) < HOLD_ITEMS_LISTED:
+                listed[pid].append(item)
+    return listed, totals
 
 
 def _record_run(session: Session, as_of: date, now: datetime, queued: int, invoices: int) -> None:
