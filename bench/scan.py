@@ -118,13 +118,13 @@ def main(argv: list[str] | None = None) -> dict[str, str]:
     )
     print(
         f"{'engine':<10}{'build s':>9}{'GROUP BY s':>12}{'plan s':>9}{'scan s':>9}"
-        f"{'scan/sql':>10}{'first scan s':>14}{'peak MB':>9}{'queued':>8}"
+        f"{'scan/sql':>10}{'peak MB':>9}{'first scan s':>14}{'first MB':>10}{'queued':>8}"
     )
     for engine, r in results.items():
         print(
             f"{engine:<10}{r['build_s']:>9.1f}{r['sql_s']:>12.2f}{r['plan_s']:>9.2f}"
-            f"{r['scan_s']:>9.2f}{r['ratio']:>10.2f}{r['first_scan_s']:>14.2f}"
-            f"{r['peak_rss_mb']:>9.0f}{r['queued']:>8.0f}"
+            f"{r['scan_s']:>9.2f}{r['ratio']:>10.2f}{r['peak_rss_mb']:>9.0f}"
+            f"{r['first_scan_s']:>14.2f}{r['first_peak_rss_mb']:>10.0f}{r['queued']:>8.0f}"
         )
     figures = {
         "scan_vs_sql_sqlite": (

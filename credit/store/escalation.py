@@ -29,6 +29,7 @@ from sqlalchemy import (
     func,
     insert,
     literal,
+    literal_column,
     not_,
     or_,
     select,
@@ -738,6 +739,11 @@ class HoldChange:
     reason: str | None
 
 
+# Undisputed open invoices, spelt as the partial index ix_invoice_customer_overdue is (a
+# literal 0, not a bound parameter, so both planners see that the index applies).
+_UNDISPUTED_OPEN = (Invoice.open_amount > literal_column("0"), not_(Invoice.disputed))
+
+
 def _hold_threshold(tiers: TierTable) -> Tier | None:
     holding = [t for t in tiers.tiers if t.credit_hold]
     return min(holding, key=lambda t: t.min_days) if holding else None
@@ -753,10 +759,7 @@ def apply_credit_holds(
     _, latest = tier.due_date_range(as_of)
     reason = f"{tier.name}: invoices {tier.min_days}+ days overdue (aging scan of {as_of})"
     trigger = exists().where(
-        Invoice.customer_id == Customer.id,
-        Invoice.open_amount > 0,
-        not_(Invoice.disputed),
-        Invoice.due_date <= latest,
+        Invoice.customer_id == Customer.id, *_UNDISPUTED_OPEN, Invoice.due_date <= latest
     )
     rows = session.execute(
         update(Customer)
@@ -789,8 +792,7 @@ def lift_credit_holds(
     at = now or utcnow()
     overdue = exists().where(
         Invoice.customer_id == Customer.id,
-        Invoice.open_amount > 0,
-        not_(Invoice.disputed),
+        *_UNDISPUTED_OPEN,
         Invoice.due_date < literal(as_of, Date),
     )
     rows = session.execute(

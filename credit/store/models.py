@@ -11,7 +11,7 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, CheckConstraint, Column, Index, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, CheckConstraint, Column, Index, UniqueConstraint, text
 from sqlmodel import Field, SQLModel
 
 from credit.aging import ROLES
@@ -82,6 +82,15 @@ class Invoice(SQLModel, table=True):
         CheckConstraint("open_amount >= 0", name="ck_invoice_open_nonnegative"),
         CheckConstraint("open_amount <= amount", name="ck_invoice_open_le_amount"),
         Index("ix_invoice_open_due", "due_date", "customer_id"),
+        # credit-hold checks: "does this customer have an undisputed open invoice due before
+        # X?" is one probe of this (partial) index, not a visit to every invoice it has
+        Index(
+            "ix_invoice_customer_overdue",
+            "customer_id",
+            "due_date",
+            postgresql_where=text("open_amount > 0 AND NOT disputed"),
+            sqlite_where=text("open_amount > 0 AND disputed = 0"),
+        ),
     )
     id: int | None = Field(default=None, primary_key=True)
     number: str = Field(max_length=64, unique=True)
