@@ -363,13 +363,7 @@ def plan_scan(session: Session, settings: Settings, as_of: date, window_days: in
         .prefix_with("MATERIALIZED")
     )
     due = (
-        select(
-            base,
-            Customer.code.label("customer"),
-            Customer.name.label("customer_name"),
-            Customer.rep_id,
-            Customer.region_id,
-        )
+        select(base, Customer.rep_id, Customer.region_id)
         .join(Customer, Customer.id == base.c.customer_id)
         .where(_not_silenced(as_of, grace, base.c.invoice_id))
         .cte("due")
@@ -411,8 +405,15 @@ def plan_scan(session: Session, settings: Settings, as_of: date, window_days: in
         literal(None, MoneyAmount),
     ).where(ranked.c.rn <= k)
     both = union_all(totals, top).subquery("both")
+    # details (customer names included) for the listed lines only
     details = [col for col in due.c if col.name not in ("invoice_id", "tier_no", "currency")]
-    stmt = select(both, *details).outerjoin(due, due.c.invoice_id == both.c.invoice_id)
+    stmt = (
+        select(
+            both, *details, Customer.code.label("customer"), Customer.name.label("customer_name")
+        )
+        .outerjoin(due, due.c.invoice_id == both.c.invoice_id)
+        .outerjoin(Customer, Customer.id == due.c.customer_id)
+    )
 
     conn = session.connection()
     if conn.dialect.name == "postgresql":
@@ -707,25 +708,28 @@ def _audit_many(
     entity: str,
     items: list[tuple[str, dict[str, Any] | None, dict[str, Any] | None]],
 ) -> None:
-    """Append audit rows in one multi-row INSERT (a first scan may hold thousands)."""
-    if not items:
-        return
-    session.execute(
-        insert(AuditLog),
-        [
-            {
-                "actor": actor,
-                "at": at,
-                "action": action,
-                "entity": entity,
-                "entity_id": eid,
-                "channel": "scheduler",
-                "before": before,
-                "after": after,
-            }
-            for eid, before, after in items
-        ],
-    )
+    """Append audit rows with multi-row INSERTs, a chunk at a time (a first scan on a new
+    ledger may put tens of thousands of customers on hold)."""
+    for start in range(0, len(items), AUDIT_CHUNK):
+        session.execute(
+            insert(AuditLog),
+            [
+                {
+                    "actor": actor,
+                    "at": at,
+                    "action": action,
+                    "entity": entity,
+                    "entity_id": eid,
+                    "channel": "scheduler",
+                    "before": before,
+                    "after": after,
+                }
+                for eid, before, after in items[start : start + AUDIT_CHUNK]
+            ],
+        )
+
+
+AUDIT_CHUNK = 2000
 
 
 @dataclass(frozen=True, slots=True)
