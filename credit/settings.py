@@ -16,7 +16,15 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from credit.aging import (
@@ -183,6 +191,53 @@ class OutboxSettings(_Section):
     per_recipient_interval_seconds: float = Field(1.0, ge=0)
 
 
+# Values copied from documentation or templates instead of a real secret.
+_PLACEHOLDERS = {
+    "changeme", "change-me", "change_me", "replaceme", "replace-me", "todo", "tbd", "secret",
+    "token", "your-token", "your_token", "xxx", "...", "…", "<token>", "<secret>",
+}  # fmt: skip
+
+
+def _is_placeholder(value: str) -> bool:
+    v = value.strip().lower()
+    if v in _PLACEHOLDERS or set(v) <= {".", "…", "x", "*", "-"}:
+        return True
+    bare = v.removeprefix("xoxb-").removeprefix("xapp-").replace("_", "-")
+    return (
+        bare in _PLACEHOLDERS
+        or bare.startswith(("your-", "<"))
+        or "changeme" in bare.replace("-", "")
+        or set(bare) <= {".", "…", "x", "*", "-"}
+    )
+
+
+class SlackSettings(_Section):
+    # secrets: prefer the environment (CREDITBOT_SLACK__BOT_TOKEN, …) to the file
+    bot_token: SecretStr = SecretStr("")  # xoxb-…: chat.postMessage, chat.update
+    signing_secret: SecretStr = SecretStr("")  # verifies requests from Slack (interactivity)
+    app_token: SecretStr = SecretStr("")  # xapp-…: Socket Mode (optional)
+    api_base_url: str = "https://slack.com/api/"
+    # where messages go for a recipient without a Slack user id (e.g. "#credit-desk" or C0123…)
+    fallback_channel: str | None = None
+
+    @field_validator("api_base_url")
+    @classmethod
+    def _base_url(cls, url: str) -> str:
+        if not url.startswith(("https://", "http://")):
+            raise ValueError("must be an http(s) URL like https://slack.com/api/")
+        return url if url.endswith("/") else url + "/"  # slack_sdk joins method names to it
+
+    @field_validator("fallback_channel")
+    @classmethod
+    def _channel(cls, channel: str | None) -> str | None:
+        if channel is None:
+            return None
+        return channel.strip() or None
+
+
+_SLACK_PREFIXES = {"bot_token": "xoxb-", "app_token": "xapp-"}
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid", frozen=True
@@ -196,6 +251,7 @@ class Settings(BaseSettings):
     policy: PolicySettings = Field(default_factory=PolicySettings)
     reminders: ReminderSettings = Field(default_factory=ReminderSettings)
     outbox: OutboxSettings = Field(default_factory=OutboxSettings)
+    slack: SlackSettings = Field(default_factory=SlackSettings)
 
     @classmethod
     def settings_customise_sources(
@@ -217,6 +273,30 @@ class Settings(BaseSettings):
         except TierConfigError as exc:
             raise ValueError(str(exc)) from None
         return tiers
+
+    @model_validator(mode="after")
+    def _slack_secrets(self) -> Settings:
+        """Placeholders are never accepted; empty secrets only while Slack is not in use."""
+        problems = []
+        in_use = "slack" in self.outbox.channels
+        for key in ("bot_token", "signing_secret", "app_token"):
+            value = getattr(self.slack, key).get_secret_value()
+            if not value:
+                if in_use and key != "app_token":  # the app token is for Socket Mode only
+                    problems.append(
+                        f"slack.{key}: required because 'slack' is in outbox.channels "
+                        f"(set it in [slack] or CREDITBOT_SLACK__{key.upper()})"
+                    )
+            elif _is_placeholder(value):
+                problems.append(
+                    f"slack.{key}: looks like a placeholder, not a real secret "
+                    "(copy it from the Slack app's settings)"
+                )
+            elif key in _SLACK_PREFIXES and not value.startswith(_SLACK_PREFIXES[key]):
+                problems.append(f"slack.{key}: must start with {_SLACK_PREFIXES[key]}")
+        if problems:
+            raise ValueError("\n  ".join(problems))
+        return self
 
     @property
     def tier_table(self) -> TierTable:
@@ -245,13 +325,14 @@ def config_path(explicit: str | os.PathLike[str] | None = None) -> Path | None:
 def _describe(exc: ValidationError, source: str) -> str:
     lines = [f"invalid configuration in {source}:"]
     for err in exc.errors():
-        key = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        key = ".".join(str(p) for p in err["loc"])
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             msg = "unknown key (check the spelling against config.example.toml)"
         shown = err.get("input")
         got = "" if isinstance(shown, dict | list) or shown is None else f" (got {shown!r})"
-        lines.append(f"  {key}: {msg}{got}")
+        # whole-object checks name their keys in the message ("slack.bot_token: …")
+        lines.append(f"  {key}: {msg}{got}" if key else f"  {msg}{got}")
     return "\n".join(lines)
 
 

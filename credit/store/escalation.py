@@ -306,6 +306,19 @@ def _audience_rows(due: Any, tiers: TierTable) -> Any:
                     *narrow,
                 ).where(c.tier_no.in_(names))
             )
+    # a rep who has left: their customers' rep-only reminders go to the region's managers
+    to_region = [
+        i
+        for i, t in enumerate(tiers.tiers)
+        if "rep" in t.notify and not REGIONAL_ROLES & set(t.notify)
+    ]
+    if to_region and REGIONAL_ROLES:
+        gone = aliased(Person)
+        parts.append(
+            select(literal(AUD_REGION).label("aud_kind"), c.region_id.label("aud_id"), *narrow)
+            .join(gone, and_(gone.id == c.rep_id, not_(gone.active)))
+            .where(c.tier_no.in_(to_region), not_(c.disputed))
+        )
     to_desk = [
         i
         for i, t in enumerate(tiers.tiers)
@@ -500,9 +513,13 @@ def _line(row: Any) -> dict[str, Any]:
 
 
 def _regional_and_rep(inv_query: Any) -> Any:
-    """(row…, person_id) for the rep and the regional managers of each row's customer."""
+    """(row…, person_id) for the (active) rep and the regional managers of each row's
+    customer."""
     q = inv_query.subquery("q")
-    rep = select(q, q.c.rep_id.label("person_id"))
+    active_rep = aliased(Person)
+    rep = select(q, q.c.rep_id.label("person_id")).join(
+        active_rep, and_(active_rep.id == q.c.rep_id, active_rep.active)
+    )
     mgr = aliased(Person)
     managers = select(q, mgr.id.label("person_id")).join(
         mgr, and_(mgr.role == "regional_manager", mgr.active, mgr.region_id == q.c.region_id)
@@ -1007,13 +1024,19 @@ def _holds_by_person(
         )
     ).all()
     desk = [p.id for p in staff if p.role == CREDIT_DESK_ROLE]
+    active_reps = set(
+        session.execute(
+            select(Person.id).where(Person.active, Person.id.in_({c.rep_id for c in changes}))
+        ).scalars()
+    )
     managers: dict[int, list[int]] = defaultdict(list)
     for p in staff:
         if p.role == "regional_manager" and p.region_id is not None:
             managers[p.region_id].append(p.id)
     for c in changes:
         item = _hold_item(c)
-        for pid in {c.rep_id, *desk, *managers.get(c.region_id, ())}:
+        rep = [c.rep_id] if c.rep_id in active_reps else []
+        for pid in {*rep, *desk, *managers.get(c.region_id, ())}:
             totals[pid] += 1
             if len(listed[pid]) < HOLD_ITEMS_LISTED:
                 listed[pid].append(item)
