@@ -17,7 +17,6 @@ from credit.settings import Settings
 from credit.store.db import read_session, write_session
 from credit.store.demo import DemoSummary, build_demo_ledger
 from credit.store.models import RATINGS, Customer, Invoice, Payment, Person, PromiseToPay, Region
-from credit.store.scan import reminders_for
 
 AS_OF = date(2026, 3, 16)
 SETTINGS = Settings()
@@ -93,30 +92,29 @@ def test_every_tier_has_plenty_of_open_invoices(engine):
     _build(engine)
     tiers = SETTINGS.tier_table
     with read_session(engine) as s:
-        reminders = reminders_for(s, tiers, AS_OF)
         rows = s.exec(
-            select(Invoice.due_date, Customer.rating)
+            select(Invoice.due_date, Customer.rating, Invoice.number)
             .join(Customer, Customer.id == Invoice.customer_id)
             .where(Invoice.open_amount > 0)
         ).all()
 
     invoices_per_tier: dict[str, set[str]] = defaultdict(set)
-    for reminder in reminders:
-        invoices_per_tier[reminder.tier].update(line.number for line in reminder.lines)
-        tier = tiers.by_name(reminder.tier)
-        assert all(tier.contains(line.days) for line in reminder.lines)
+    for due, _, number in rows:
+        tier = tiers.tier_of(due, AS_OF)
+        if tier is not None:
+            invoices_per_tier[tier.name].add(number)
     assert set(invoices_per_tier) == set(tiers.names)
     assert all(len(numbers) >= 100 for numbers in invoices_per_tier.values()), {
         k: len(v) for k, v in invoices_per_tier.items()
     }
 
     # Open invoices not yet in any tier (due more than 30 days ahead).
-    not_yet = [due for due, _ in rows if tiers.tier_of(due, AS_OF) is None]
+    not_yet = [due for due, _, _ in rows if tiers.tier_of(due, AS_OF) is None]
     assert len(not_yet) >= 100 and all(due > AS_OF + timedelta(days=30) for due in not_yet)
 
     # Worse ratings carry the old debt.
     def share_over_180(grades: str) -> float:
-        mine = [due for due, rating in rows if rating in grades]
+        mine = [due for due, rating, _ in rows if rating in grades]
         return sum((AS_OF - due).days > 180 for due in mine) / len(mine)
 
     assert share_over_180("XH") > 2 * share_over_180("D") > 2 * share_over_180("AB")
@@ -232,13 +230,17 @@ def test_follows_a_configured_tier_table_and_smaller_sizes(engine):
     summary = _build(engine, settings=settings, customers=40, invoices=600)
     assert (summary.customers, summary.invoices) == (40, 600)
     with read_session(engine) as s:
-        reminders = reminders_for(s, settings.tier_table, AS_OF)
         ratings = set(s.exec(select(Customer.rating)).all())
         probation = s.exec(select(Customer).where(Customer.probation_until.is_not(None))).all()
-        open_dues = s.exec(select(Invoice.due_date).where(Invoice.open_amount > 0)).all()
+        open_rows = s.exec(
+            select(Invoice.due_date, Invoice.number).where(Invoice.open_amount > 0)
+        ).all()
+    open_dues = [due for due, _ in open_rows]
     per_tier: dict[str, set[str]] = defaultdict(set)
-    for reminder in reminders:
-        per_tier[reminder.tier].update(line.number for line in reminder.lines)
+    for due, number in open_rows:
+        tier = settings.tier_table.tier_of(due, AS_OF)
+        if tier is not None:
+            per_tier[tier.name].add(number)
     assert set(per_tier) == set(settings.tier_table.names)
     assert all(len(numbers) >= 10 for numbers in per_tier.values())
     assert any(settings.tier_table.tier_of(due, AS_OF) is None for due in open_dues)
