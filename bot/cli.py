@@ -285,7 +285,7 @@ def demo(
 
 
 def _transports(settings, only: list[str] | None = None):  # type: ignore[no-untyped-def]
-    """The transports for the configured channels (console now; Slack, Telegram later)."""
+    """The transports for the configured channels (console, Slack; Telegram later)."""
     from bot.transports.console import ConsoleTransport
 
     wanted = only or settings.outbox.channels
@@ -293,6 +293,16 @@ def _transports(settings, only: list[str] | None = None):  # type: ignore[no-unt
     for channel in wanted:
         if channel == "console":
             transports["console"] = ConsoleTransport()
+        elif channel == "slack":
+            from bot.transports.slack import SlackTransport, make_web_client
+
+            token = settings.slack.bot_token.get_secret_value()
+            if not token:
+                _fail("slack.bot_token is not set (CREDITBOT_SLACK__BOT_TOKEN)")
+            client = make_web_client(token, settings.slack.api_base_url)
+            transports["slack"] = SlackTransport(
+                client, fallback_channel=settings.slack.fallback_channel
+            )
         else:
             _fail(f"channel {channel!r} is not available in this build")
     return transports

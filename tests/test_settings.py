@@ -108,3 +108,77 @@ def test_broken_toml_and_missing_file_are_clear_errors(tmp_path):
         load_settings(_write(tmp_path, "[database\n"))
     with pytest.raises(ConfigError, match="config file not found"):
         load_settings(tmp_path / "nope.toml")
+
+
+# --- [slack] ---------------------------------------------------------------------------------
+
+_SLACK_ON = '[outbox]\nchannels = ["slack"]\n'
+
+
+def test_slack_secrets_may_be_empty_while_slack_is_not_a_channel(tmp_path):
+    settings = load_settings(_write(tmp_path, "[slack]\n"))
+    assert settings.slack.bot_token.get_secret_value() == ""
+    assert settings.slack.api_base_url == "https://slack.com/api/"
+
+
+def test_slack_as_a_channel_needs_its_secrets(tmp_path):
+    with pytest.raises(ConfigError) as info:
+        load_settings(_write(tmp_path, _SLACK_ON))
+    message = str(info.value)
+    assert "  slack.bot_token: required because 'slack' is in outbox.channels" in message
+    assert "  slack.signing_secret: required" in message
+    assert "app_token" not in message  # Socket Mode only
+
+
+def test_slack_secrets_from_the_environment_are_accepted_and_hidden(tmp_path, monkeypatch):
+    monkeypatch.setenv("CREDITBOT_SLACK__BOT_TOKEN", "xoxb-1234-5678-abcdef")
+    monkeypatch.setenv("CREDITBOT_SLACK__SIGNING_SECRET", "8f14e45fceea167a5a36dedd4bea2543")
+    settings = load_settings(
+        _write(tmp_path, _SLACK_ON + '[slack]\napi_base_url = "http://x/api"\n')
+    )
+    assert settings.slack.bot_token.get_secret_value() == "xoxb-1234-5678-abcdef"
+    assert "xoxb-1234" not in repr(settings)
+    assert settings.slack.api_base_url == "http://x/api/"  # slack_sdk joins method names to it
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("bot_token", "xoxb-your-token"),
+        ("bot_token", "changeme"),
+        ("signing_secret", "..."),
+        ("signing_secret", "CHANGE-ME"),
+        ("app_token", "xapp-your-token"),
+        ("bot_token", "xoxb-..."),
+    ],
+)
+def test_placeholder_slack_secrets_are_refused_naming_the_key(tmp_path, key, value):
+    # refused even while Slack is not a channel: a placeholder is never what was meant
+    with pytest.raises(ConfigError) as info:
+        load_settings(_write(tmp_path, f'[slack]\n{key} = "{value}"\n'))
+    message = str(info.value)
+    assert f"  slack.{key}: looks like a placeholder" in message
+    assert value not in message  # secrets are not echoed back
+
+
+def test_slack_tokens_must_have_the_right_prefix(tmp_path):
+    with pytest.raises(ConfigError, match=r"slack\.bot_token: must start with xoxb-"):
+        load_settings(_write(tmp_path, '[slack]\nbot_token = "xoxp-1234-user-token"\n'))
+
+
+def test_cli_builds_a_slack_transport_without_client_retries(tmp_path, monkeypatch):
+    from bot.cli import _transports
+    from bot.transports.slack import SlackTransport
+
+    monkeypatch.setenv("CREDITBOT_SLACK__BOT_TOKEN", "xoxb-1234-5678-abcdef")
+    monkeypatch.setenv("CREDITBOT_SLACK__SIGNING_SECRET", "8f14e45fceea167a5a36dedd4bea2543")
+    text = (
+        _SLACK_ON + '[slack]\napi_base_url = "http://127.0.0.1:9/api/"\nfallback_channel = "C1"\n'
+    )
+    transports = _transports(load_settings(_write(tmp_path, text)))
+    slack = transports["slack"]
+    assert isinstance(slack, SlackTransport)
+    assert slack.client.token == "xoxb-1234-5678-abcdef"
+    assert slack.client.base_url == "http://127.0.0.1:9/api/"
+    assert slack.client.retry_handlers == []
+    assert slack.fallback_channel == "C1"

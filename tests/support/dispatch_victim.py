@@ -66,7 +66,8 @@ def main(argv: list[str]) -> None:
         settings = Settings(
             outbox=OutboxSettings(
                 channels=["slack"], batch_size=int(limit), lease_seconds=int(lease)
-            )
+            ),
+            slack={"bot_token": "xoxb-fake-0000-token", "signing_secret": "test-signing-secret"},
         )
         clock = FakeClock(now)
         dispatcher = Dispatcher(engine, settings, {"slack": HangingTransport(marker)}, clock)

@@ -9,7 +9,7 @@ from typing import Any
 
 from sqlalchemy import Engine, select
 
-from credit.settings import OutboxSettings, Settings
+from credit.settings import OutboxSettings, Settings, SlackSettings
 from credit.store.db import read_session, write_session
 from credit.store.escalation import PersonReminder, TierSection
 from credit.store.models import AuditLog, OutboxMessage, Person
@@ -21,13 +21,18 @@ BUSINESS_DATE = date(2026, 11, 25)
 ZONE = "Asia/Shanghai"
 
 ADMINS = ("adm01", "adm02")
+TEST_SLACK_TOKEN = "xoxb-fake-0000-token"
 INACTIVE_ADMIN = "adm99"
 
 
 def settings(**outbox: Any) -> Settings:
-    """Default settings with the outbox going to a chat channel ("slack") instead of console."""
+    """Default settings with the outbox going to a chat channel ("slack") instead of console.
+
+    Slack needs its secrets once it is a channel; these match tests/fakes/slack_api.py.
+    """
     outbox.setdefault("channels", ["slack"])
-    return Settings(outbox=OutboxSettings(**outbox))
+    slack = SlackSettings(bot_token=TEST_SLACK_TOKEN, signing_secret="test-signing-secret")
+    return Settings(outbox=OutboxSettings(**outbox), slack=slack)
 
 
 def seed_people(engine: Engine, reps: int = 3, **extra: dict[str, Any]) -> dict[str, int]:

@@ -1,0 +1,134 @@
+"""The Slack transport: compose, render to Block Kit, ``chat.postMessage`` / ``chat.update``.
+
+Retries belong to the dispatcher (backoff, ``Retry-After`` pauses, attempts counted in the
+outbox), so the ``WebClient`` must not retry on its own: slack_sdk's default is
+``[ConnectionErrorRetryHandler()]``, which sleeps in place and re-sends once after a dropped
+connection (and ``chat.postMessage`` has no idempotency key, so that can post twice);
+``RateLimitErrorRetryHandler`` is opt-in and sleeps ``Retry-After`` in place. Build clients
+with ``make_web_client`` (``retry_handlers=[]``); ``SlackTransport`` refuses a client with
+retry handlers.
+
+Errors: HTTP 429 / ``ratelimited`` → ``RateLimited(Retry-After)``; the errors in ``PERMANENT``
+→ ``PermanentSendError`` (``unreachable`` for those about the person); connection errors, 5xx
+and any other ``ok: false`` → ``TransientSendError``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import http.client
+import urllib.error
+from typing import Any
+
+from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError
+
+from bot.compose import compose
+from bot.messages import Message
+from bot.slack_render import render_blocks
+from bot.transports.base import (
+    Outgoing,
+    PermanentSendError,
+    RateLimited,
+    SendError,
+    TransientSendError,
+)
+
+# The person cannot be reached on Slack: mark them unreachable.
+UNREACHABLE = frozenset(
+    {"channel_not_found", "user_not_found", "account_inactive", "is_archived", "not_in_channel"}
+)
+# Trying again will not help (our token, our scopes, our payload): fail the message at once.
+PERMANENT = UNREACHABLE | {
+    "invalid_auth",
+    "token_revoked",
+    "not_authed",
+    "missing_scope",
+    "msg_too_long",
+    "invalid_blocks",
+}
+DEFAULT_RETRY_AFTER = 1.0
+
+
+def make_web_client(
+    token: str, base_url: str = "https://slack.com/api/", timeout: int = 15
+) -> WebClient:
+    """A WebClient that never retries or sleeps by itself (the dispatcher does that)."""
+    return WebClient(token=token, base_url=base_url, timeout=timeout, retry_handlers=[])
+
+
+def _retry_after(headers: Any) -> float:
+    for key, value in dict(headers or {}).items():
+        if str(key).lower() == "retry-after":
+            raw = value[0] if isinstance(value, list | tuple) else value
+            try:
+                return max(0.0, float(raw))
+            except (TypeError, ValueError):
+                break
+    return DEFAULT_RETRY_AFTER
+
+
+def map_slack_error(exc: SlackApiError) -> SendError:
+    """The dispatcher's error kind for a Slack API error."""
+    response = exc.response
+    status = getattr(response, "status_code", 0)
+    data = getattr(response, "data", None)
+    error = str(data.get("error") or "") if isinstance(data, dict) else ""
+    if status == 429 or error == "ratelimited":
+        return RateLimited(_retry_after(getattr(response, "headers", None)), error or "HTTP 429")
+    if error in PERMANENT:
+        return PermanentSendError(error, unreachable=error in UNREACHABLE)
+    if status >= 500:
+        return TransientSendError(f"HTTP {status}: {error}"[:300])
+    return TransientSendError(f"slack error: {error or 'unknown'} (HTTP {status})"[:300])
+
+
+class SlackTransport:
+    channel = "slack"
+
+    def __init__(self, client: WebClient, *, fallback_channel: str | None = None) -> None:
+        if client.retry_handlers:
+            raise ValueError(
+                "the Slack WebClient must not retry by itself (the dispatcher owns retries): "
+                "create it with retry_handlers=[] (bot.transports.slack.make_web_client)"
+            )
+        self.client = client
+        self.fallback_channel = fallback_channel
+
+    async def _call(self, method: str, **kwargs: Any) -> Any:
+        try:
+            return await asyncio.to_thread(getattr(self.client, method), **kwargs)
+        except SlackApiError as exc:
+            raise map_slack_error(exc) from exc
+        except (urllib.error.URLError, http.client.HTTPException, OSError) as exc:
+            # TimeoutError and ConnectionError are OSErrors. The post may have gone through
+            # before the connection dropped: a retry can post twice (Slack has no idempotency
+            # key), which the outbox accepts (at least once).
+            raise TransientSendError(f"connection error: {exc}") from exc
+
+    async def send(self, message: Outgoing) -> dict[str, Any]:
+        composed = compose(message.payload, message.address.get("locale"))
+        blocks, text = render_blocks(composed)
+        channel = message.address.get("slack_user_id") or self.fallback_channel
+        if not channel:
+            raise PermanentSendError(
+                "no Slack user id for the recipient and no [slack] fallback_channel",
+                unreachable=True,
+            )
+        resp = await self._call(
+            "chat_postMessage",
+            channel=channel,  # a user id posts to the bot's DM with them
+            text=text,
+            blocks=blocks,
+            unfurl_links=False,
+            unfurl_media=False,
+        )
+        return {"channel": resp["channel"], "ts": resp["ts"]}
+
+    async def update(self, ref: dict[str, Any], message: Message) -> dict[str, Any]:
+        """Replace a message we posted (``ref`` as ``send`` returned it)."""
+        blocks, text = render_blocks(message)
+        resp = await self._call(
+            "chat_update", channel=ref["channel"], ts=ref["ts"], text=text, blocks=blocks
+        )
+        return {"channel": resp["channel"], "ts": resp["ts"]}

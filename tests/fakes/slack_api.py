@@ -1,0 +1,315 @@
+"""A fake Slack Web API: a real HTTP server on 127.0.0.1 for a real ``slack_sdk.WebClient``.
+
+    with FakeSlackAPI(now=lambda: clock.now().timestamp()) as slack:
+        client = WebClient(token=slack.token, base_url=slack.url, retry_handlers=[])
+
+* Bodies: JSON, form-encoded, multipart and query strings, as slack_sdk sends them; a
+  ``blocks`` parameter sent as a JSON string is decoded. ``Authorization: Bearer <token>`` (or
+  a ``token`` parameter) is checked: none → ``not_authed``, a wrong one → ``invalid_auth``.
+* Methods: ``auth.test``, ``chat.postMessage`` (a user id posts to the DM ``D…``; unique ``ts``;
+  the message is stored), ``chat.update`` (only a stored ``ts`` in that channel, else
+  ``message_not_found``), ``conversations.open``. Anything else → ``unknown_method``.
+* Users: ``users=None`` knows every ``U…`` id; a set knows only those (others:
+  ``channel_not_found`` on post, ``user_not_found`` on open). Channels ``C…`` must be added.
+* ``chat.postMessage`` is limited per channel with a token bucket (capacity ``burst``, refill
+  ``per_second``): over it, HTTP 429 with ``Retry-After`` (whole seconds) and
+  ``{"ok": false, "error": "ratelimited"}``. Time comes from ``now`` (inject the test's clock).
+* Blocks are checked against Slack's limits (50 blocks, 3,000 characters of section text, 25
+  elements an actions block, 255-character ids, unique action ids) → ``invalid_blocks``.
+* ``script(target, *answers)``: the next calls to a channel or user answer these in order:
+  an error string (200 ``ok: false``) or an HTTP status (e.g. 500, a non-JSON body).
+* Every request is recorded (``requests``): method, params, time, HTTP status, error.
+"""
+
+from __future__ import annotations
+
+import email.parser
+import email.policy
+import itertools
+import json
+import math
+import threading
+import time
+from collections import defaultdict, deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+Answer = str | int
+
+
+@dataclass(frozen=True)
+class Request:
+    method: str
+    params: dict[str, Any]
+    at: float
+    status: int
+    error: str | None
+
+
+@dataclass
+class StoredMessage:
+    channel: str
+    ts: str
+    text: str
+    blocks: list[dict[str, Any]]
+    edits: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class _Bucket:
+    tokens: float
+    at: float
+
+
+class _Reply(Exception):
+    def __init__(self, status: int, body: dict[str, Any] | str, headers: dict[str, str]) -> None:
+        self.status, self.body, self.headers = status, body, headers
+
+
+def _error(error: str, status: int = 200, **headers: str) -> _Reply:
+    return _Reply(status, {"ok": False, "error": error}, headers)
+
+
+class FakeSlackAPI:
+    def __init__(
+        self,
+        *,
+        token: str = "xoxb-fake-0000-token",
+        now: Callable[[], float] = time.time,
+        users: set[str] | None = None,
+        burst: float = 2.0,
+        per_second: float = 1.0,
+    ) -> None:
+        self.token = token
+        self.now = now
+        self.users = users
+        self.channels: set[str] = set()
+        self.burst = burst
+        self.per_second = per_second
+        self.requests: list[Request] = []
+        self.messages: dict[str, list[StoredMessage]] = defaultdict(list)
+        self._scripts: dict[str, deque[Answer]] = defaultdict(deque)
+        self._buckets: dict[str, _Bucket] = {}
+        self._seq = itertools.count(1)
+        self._lock = threading.Lock()
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    # --- lifecycle ------------------------------------------------------------------------------
+
+    def __enter__(self) -> FakeSlackAPI:
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                fake._handle(self)
+
+            do_GET = do_POST
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, args=(0.05,), daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        assert self._server is not None and self._thread is not None
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(5)
+
+    @property
+    def url(self) -> str:
+        assert self._server is not None, "use FakeSlackAPI as a context manager"
+        return f"http://127.0.0.1:{self._server.server_address[1]}/api/"
+
+    # --- scripting and inspection ---------------------------------------------------------------
+
+    def script(self, target: str, *answers: Answer) -> None:
+        """The next calls naming ``target`` (a channel or user id) answer ``answers`` in order."""
+        with self._lock:
+            self._scripts[target].extend(answers)
+
+    def add_channel(self, channel: str) -> None:
+        with self._lock:
+            self.channels.add(channel)
+
+    def calls(self, method: str) -> list[Request]:
+        with self._lock:
+            return [r for r in self.requests if r.method == method]
+
+    @staticmethod
+    def dm_for(user: str) -> str:
+        return "D" + user[1:]
+
+    # --- HTTP -----------------------------------------------------------------------------------
+
+    def _handle(self, h: BaseHTTPRequestHandler) -> None:
+        split = urlsplit(h.path)
+        method = split.path.rsplit("/", 1)[-1]
+        length = int(h.headers.get("Content-Length") or 0)
+        raw = h.rfile.read(length) if length else b""
+        params = dict(parse_qsl(split.query))
+        status, headers = 200, {}
+        body: dict[str, Any] | str
+        with self._lock:
+            at = self.now()
+            try:
+                params.update(_parse_body(h.headers.get("Content-Type", ""), raw))
+                if isinstance(params.get("blocks"), str):
+                    params["blocks"] = json.loads(params["blocks"])
+                self._check_auth(h.headers.get("Authorization", ""), params)
+                body = self._dispatch(method, params, at)
+            except _Reply as reply:
+                status, body, headers = reply.status, reply.body, reply.headers
+            except (ValueError, KeyError) as exc:
+                body = {"ok": False, "error": "invalid_arguments", "detail": str(exc)}
+            error = body.get("error") if isinstance(body, dict) else f"HTTP {status}"
+            self.requests.append(Request(method, params, at, status, error))
+        data = (json.dumps(body) if isinstance(body, dict) else body).encode()
+        h.send_response(status)
+        ctype = "application/json; charset=utf-8" if isinstance(body, dict) else "text/plain"
+        h.send_header("Content-Type", ctype)
+        h.send_header("Content-Length", str(len(data)))
+        for key, value in headers.items():
+            h.send_header(key, value)
+        h.end_headers()
+        h.wfile.write(data)
+
+    def _check_auth(self, header: str, params: dict[str, Any]) -> None:
+        token = header.removeprefix("Bearer ").strip() if header.startswith("Bearer ") else ""
+        token = token or str(params.get("token") or "")
+        if not token:
+            raise _error("not_authed")
+        if token != self.token:
+            raise _error("invalid_auth")
+
+    def _dispatch(self, method: str, params: dict[str, Any], at: float) -> dict[str, Any]:
+        if method == "auth.test":
+            return {"ok": True, "url": "https://fake.slack.com/", "team": "Fake", "user": "bot",
+                    "team_id": "T0000FAKE", "user_id": "UBOT", "bot_id": "BBOT"}  # fmt: skip
+        if method == "chat.postMessage":
+            return self._post(params, at)
+        if method == "chat.update":
+            return self._update(params)
+        if method == "conversations.open":
+            users = str(params.get("users") or "").split(",")
+            if len(users) != 1 or not self._knows_user(users[0]):
+                raise _error("user_not_found")
+            channel = self.dm_for(users[0])
+            self.channels.add(channel)
+            return {"ok": True, "channel": {"id": channel}}
+        raise _error("unknown_method")
+
+    def _knows_user(self, user: str) -> bool:
+        return user.startswith("U") and (self.users is None or user in self.users)
+
+    def _resolve(self, channel: str) -> str:
+        if channel.startswith("U"):
+            if not self._knows_user(channel):
+                raise _error("channel_not_found")
+            dm = self.dm_for(channel)
+            self.channels.add(dm)
+            return dm
+        if channel not in self.channels:
+            raise _error("channel_not_found")
+        return channel
+
+    def _scripted(self, *targets: str) -> None:
+        for target in targets:
+            queue = self._scripts.get(target)
+            if queue:
+                answer = queue.popleft()
+                if isinstance(answer, int):
+                    raise _Reply(answer, f"fake upstream error {answer}", {})
+                raise _error(answer)
+
+    def _take_token(self, channel: str, at: float) -> None:
+        bucket = self._buckets.setdefault(channel, _Bucket(self.burst, at))
+        bucket.tokens = min(self.burst, bucket.tokens + max(0.0, at - bucket.at) * self.per_second)
+        bucket.at = max(bucket.at, at)
+        if bucket.tokens < 1:
+            wait = max(1, math.ceil((1 - bucket.tokens) / self.per_second))
+            raise _error("ratelimited", 429, **{"Retry-After": str(wait)})
+        bucket.tokens -= 1
+
+    def _post(self, params: dict[str, Any], at: float) -> dict[str, Any]:
+        requested = str(params.get("channel") or "")
+        self._scripted(requested)
+        channel = self._resolve(requested)
+        if channel != requested:
+            self._scripted(channel)
+        self._take_token(channel, at)
+        text, blocks = str(params.get("text") or ""), params.get("blocks") or []
+        if not text and not blocks:
+            raise _error("no_text")
+        _check_blocks(blocks)
+        ts = f"{int(at)}.{next(self._seq):06d}"
+        self.messages[channel].append(StoredMessage(channel, ts, text, blocks))
+        message = {"type": "message", "text": text, "blocks": blocks, "ts": ts}
+        return {"ok": True, "channel": channel, "ts": ts, "message": message}
+
+    def _update(self, params: dict[str, Any]) -> dict[str, Any]:
+        channel, ts = str(params.get("channel") or ""), str(params.get("ts") or "")
+        self._scripted(channel)
+        if channel not in self.channels:
+            raise _error("channel_not_found")
+        found = [m for m in self.messages.get(channel, []) if m.ts == ts]
+        if not found:
+            raise _error("message_not_found")
+        text, blocks = str(params.get("text") or ""), params.get("blocks") or []
+        _check_blocks(blocks)
+        message = found[0]
+        message.edits.append({"text": message.text, "blocks": message.blocks})
+        message.text, message.blocks = text, blocks
+        return {"ok": True, "channel": channel, "ts": ts, "text": text}
+
+
+def _parse_body(content_type: str, raw: bytes) -> dict[str, Any]:
+    if not raw:
+        return {}
+    if content_type.startswith("application/json"):
+        return dict(json.loads(raw))
+    if content_type.startswith("multipart/form-data"):
+        head = f"Content-Type: {content_type}\r\n\r\n".encode()
+        parsed = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(head + raw)
+        out: dict[str, Any] = {}
+        for part in parsed.iter_parts():
+            name = part.get_param("name", header="content-disposition")
+            out[str(name)] = part.get_content()
+        return out
+    return dict(parse_qsl(raw.decode()))
+
+
+def _check_blocks(blocks: list[dict[str, Any]]) -> None:
+    """Slack refuses blocks over its limits with ``invalid_blocks``."""
+    if not isinstance(blocks, list) or len(blocks) > 50:
+        raise _error("invalid_blocks")
+    action_ids: list[str] = []
+    for block in blocks:
+        if len(str(block.get("block_id", ""))) > 255:
+            raise _error("invalid_blocks")
+        kind = block.get("type")
+        if kind == "section" and len(block.get("text", {}).get("text", "")) > 3000:
+            raise _error("invalid_blocks")
+        if kind == "header" and len(block.get("text", {}).get("text", "")) > 150:
+            raise _error("invalid_blocks")
+        if kind == "actions":
+            elements = block.get("elements", [])
+            if len(elements) > 25:
+                raise _error("invalid_blocks")
+            action_ids += [str(e.get("action_id", "")) for e in elements]
+    if any(len(a) > 255 for a in action_ids) or len(set(action_ids)) != len(action_ids):
+        raise _error("invalid_blocks")
+    if len({b.get("block_id") for b in blocks if "block_id" in b}) != sum(
+        "block_id" in b for b in blocks
+    ):
+        raise _error("invalid_blocks")
