@@ -362,18 +362,20 @@ def plan_scan(session: Session, settings: Settings, as_of: date, window_days: in
     tiers = settings.tier_table
     grace = settings.reminders.promise_grace_days
     k = settings.reminders.lines_per_tier
-    # MATERIALIZED: each step is computed once; the customer join and the promise and
-    # snooze checks run only for invoices at a cadence point.
+    # Each step is computed once; the customer join and the promise and snooze checks run
+    # only for invoices at a cadence point.
     oldest = session.execute(
         select(func.min(Invoice.due_date)).where(Invoice.open_amount > 0)
     ).scalar()
     if isinstance(oldest, str):
         oldest = date.fromisoformat(oldest)
     due_dates = reminder_due_dates(tiers, as_of, window_days, oldest or as_of)
+    # SQLite: MATERIALIZED makes it read the invoice table first; PostgreSQL inlines this
+    # step into the next and runs it on parallel workers.
     base = (
         _at_cadence_point(tiers, as_of, window_days, due_dates)
         .cte("tiered")
-        .prefix_with("MATERIALIZED")
+        .prefix_with("MATERIALIZED", dialect="sqlite")
     )
     due = (
         select(base, Customer.rep_id, Customer.region_id)
