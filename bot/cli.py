@@ -567,5 +567,31 @@ def run(ctx: typer.Context) -> None:
         console.print("stopped")
 
 
+slack_cli = typer.Typer(help="The Slack app.", no_args_is_help=True)
+app.add_typer(slack_cli, name="slack")
+
+
+@slack_cli.command("manifest")
+def slack_manifest(
+    url: Annotated[
+        str | None,
+        typer.Option(
+            "--url", help="CreditBot's public https URL (Slack posts to URL/slack/events)."
+        ),
+    ] = None,
+    socket_mode: Annotated[
+        bool, typer.Option("--socket-mode", help="A Socket Mode app: no public URL needed.")
+    ] = False,
+) -> None:
+    """Print the Slack app manifest (JSON) to paste at api.slack.com/apps."""
+    from bot.slack_manifest import ManifestError, build_manifest
+
+    try:
+        manifest = build_manifest(url, socket_mode=socket_mode)
+    except ManifestError as exc:
+        _fail(str(exc))
+    _print_json(manifest)
+
+
 if __name__ == "__main__":  # pragma: no cover
     app()
