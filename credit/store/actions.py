@@ -55,22 +55,25 @@ class NotAllowed(PermissionError):
         self.customer, self.channel, self.at = customer, channel, at
 
 
+def refusal_entry(exc: NotAllowed) -> AuditLog:
+    """The audit entry for a refused action (for a caller that commits it in its own session)."""
+    return AuditLog(
+        actor=exc.actor,
+        action=f"{exc.action}.refused",
+        entity="invoice",
+        entity_id=exc.invoice,
+        channel=exc.channel,
+        at=exc.at or utcnow(),
+        after={"reason": str(exc), "customer": exc.customer},
+    )
+
+
 def record_refusal(engine: Any, exc: NotAllowed) -> None:
     """Append the audit entry for a refused action (its own committed transaction)."""
     from credit.store.db import write_session
 
     with write_session(engine) as session:
-        session.add(
-            AuditLog(
-                actor=exc.actor,
-                action=f"{exc.action}.refused",
-                entity="invoice",
-                entity_id=exc.invoice,
-                channel=exc.channel,
-                at=exc.at or utcnow(),
-                after={"reason": str(exc), "customer": exc.customer},
-            )
-        )
+        session.add(refusal_entry(exc))
 
 
 @dataclass(frozen=True, slots=True)

@@ -241,3 +241,22 @@ class InvoiceSnooze(SQLModel, table=True):
     until: date
     person_id: int = Field(foreign_key="person.id")
     created_at: datetime = utc(default_factory=utcnow)
+
+
+class ChatInteraction(SQLModel, table=True):
+    """A button press or form submission from a chat platform, stored once when processed.
+
+    ``interaction_key`` names the delivery (Slack: ``action_ts`` + user + ``action_id`` for a
+    click, the view id for a modal submission): a replayed or double-delivered interaction
+    finds its key taken and changes nothing. ``detail`` keeps what a later step needs (the
+    clicked message, for updating it when the modal it opened is submitted)."""
+
+    __tablename__ = "chat_interaction"
+    __table_args__ = (
+        UniqueConstraint("platform", "interaction_key", name="uq_chat_interaction_key"),
+    )
+    id: int | None = Field(default=None, primary_key=True)
+    platform: str = Field(max_length=16)
+    interaction_key: str = Field(max_length=255)
+    received_at: datetime = utc(default_factory=utcnow)
+    detail: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))

@@ -8,7 +8,11 @@
   a ``token`` parameter) is checked: none → ``not_authed``, a wrong one → ``invalid_auth``.
 * Methods: ``auth.test``, ``chat.postMessage`` (a user id posts to the DM ``D…``; unique ``ts``;
   the message is stored), ``chat.update`` (only a stored ``ts`` in that channel, else
-  ``message_not_found``), ``conversations.open``. Anything else → ``unknown_method``.
+  ``message_not_found``), ``conversations.open``, ``chat.postEphemeral`` (stored in
+  ``ephemerals``; a known channel and user), ``views.open`` (a ``trigger_id`` and a modal view;
+  stored in ``views`` under a new view id; a trigger is used once, else ``expired_trigger_id``)
+  and ``views.update`` (a stored ``view_id``, else ``not_found``). Anything else →
+  ``unknown_method``.
 * Users: ``users=None`` knows every ``U…`` id; a set knows only those (others:
   ``channel_not_found`` on post, ``user_not_found`` on open). Channels ``C…`` must be added.
 * ``chat.postMessage`` is limited per channel with a token bucket (capacity ``burst``, refill
@@ -91,6 +95,9 @@ class FakeSlackAPI:
         self.per_second = per_second
         self.requests: list[Request] = []
         self.messages: dict[str, list[StoredMessage]] = defaultdict(list)
+        self.ephemerals: list[dict[str, Any]] = []
+        self.views: dict[str, dict[str, Any]] = {}
+        self._triggers_used: set[str] = set()
         self._scripts: dict[str, deque[Answer]] = defaultdict(deque)
         self._buckets: dict[str, _Bucket] = {}
         self._seq = itertools.count(1)
@@ -207,7 +214,56 @@ class FakeSlackAPI:
             channel = self.dm_for(users[0])
             self.channels.add(channel)
             return {"ok": True, "channel": {"id": channel}}
+        if method == "chat.postEphemeral":
+            return self._ephemeral(params)
+        if method == "views.open":
+            return self._views_open(params)
+        if method == "views.update":
+            return self._views_update(params)
         raise _error("unknown_method")
+
+    def _ephemeral(self, params: dict[str, Any]) -> dict[str, Any]:
+        channel, user = str(params.get("channel") or ""), str(params.get("user") or "")
+        self._scripted(channel)
+        channel = self._resolve(channel)
+        if not self._knows_user(user):
+            raise _error("user_not_found")
+        text, blocks = str(params.get("text") or ""), params.get("blocks") or []
+        if not text and not blocks:
+            raise _error("no_text")
+        _check_blocks(blocks)
+        self.ephemerals.append({"channel": channel, "user": user, "text": text, "blocks": blocks})
+        return {"ok": True, "message_ts": f"{int(self.now())}.{next(self._seq):06d}"}
+
+    @staticmethod
+    def _view_param(params: dict[str, Any]) -> dict[str, Any]:
+        view = params.get("view")
+        view = json.loads(view) if isinstance(view, str) else view
+        if not isinstance(view, dict) or view.get("type") != "modal" or not view.get("blocks"):
+            raise _error("invalid_arguments")
+        if len(view["blocks"]) > 100 or len(str(view.get("private_metadata", ""))) > 3000:
+            raise _error("invalid_arguments")
+        return view
+
+    def _views_open(self, params: dict[str, Any]) -> dict[str, Any]:
+        trigger = str(params.get("trigger_id") or "")
+        if not trigger:
+            raise _error("invalid_arguments")
+        if trigger in self._triggers_used:
+            raise _error("expired_trigger_id")
+        view = self._view_param(params)
+        self._triggers_used.add(trigger)
+        view_id = f"V{next(self._seq):08d}"
+        self.views[view_id] = {**view, "id": view_id}
+        return {"ok": True, "view": self.views[view_id]}
+
+    def _views_update(self, params: dict[str, Any]) -> dict[str, Any]:
+        view_id = str(params.get("view_id") or "")
+        if view_id not in self.views:
+            raise _error("not_found")
+        view = self._view_param(params)
+        self.views[view_id] = {**view, "id": view_id}
+        return {"ok": True, "view": self.views[view_id]}
 
     def _knows_user(self, user: str) -> bool:
         return user.startswith("U") and (self.users is None or user in self.users)

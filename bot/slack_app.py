@@ -1,0 +1,542 @@
+"""The Slack app (slack-bolt, sync): the reminder buttons and the modals they open.
+
+Buttons (``bot.slack_render`` gives each the ``Button.action_id`` plus ``:n``; the value is
+``INVOICE|tier``): ``ack`` acknowledges, ``snooze`` pauses reminders for ``SNOOZE_DAYS``,
+``promise`` and ``dispute`` open a modal whose submission records the promise / the dispute.
+
+Every listener acknowledges Slack first (``ack()``; Bolt runs it after answering the HTTP
+request, ``process_before_response=False``), then maps the clicking Slack user to a
+``Person`` by ``slack_user_id``, calls ONE service function of ``credit.store.actions`` in a
+``write_session`` and answers: on success the clicked message is updated in place
+(``chat.update``: the button row becomes "✓ … by NAME"); an unknown Slack user or a refusal
+(``NotAllowed``) gets an ephemeral message and an audit entry and changes nothing; an
+``ActionError`` (a date in the past …) gets an ephemeral message. The rules live in the
+service functions, not here.
+
+Replays and double clicks: each interaction is stored once in ``chat_interaction``, in the
+transaction that acts on it, keyed by Slack's ``action_ts`` + user + ``action_id`` for a
+click and by the view id for a modal submission. A second delivery finds its key taken and
+changes nothing (no second audit row, no second message update). An interaction that ended
+in an ``ActionError`` is not stored: nothing was done, so trying again is allowed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Callable
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from typing import Any, Protocol
+
+from slack_bolt import App
+from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError
+from sqlalchemy import Engine, select
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session
+
+from bot.i18n import Translator
+from bot.slack_render import escape_mrkdwn
+from bot.transports.slack import make_web_client
+from credit.money import MoneyError, parse_amount
+from credit.settings import Settings
+from credit.store.actions import (
+    ActionError,
+    ActionResult,
+    NotAllowed,
+    acknowledge,
+    dispute,
+    promise_to_pay,
+    refusal_entry,
+    snooze,
+)
+from credit.store.db import read_session, write_session
+from credit.store.models import AuditLog, ChatInteraction, Person
+
+log = logging.getLogger(__name__)
+
+PLATFORM = "slack"
+CHANNEL = "slack"  # the channel recorded in acknowledgements and audit entries
+SNOOZE_DAYS = 3
+PROMISE_VIEW = "creditbot_promise"
+DISPUTE_VIEW = "creditbot_dispute"
+ACTIONS = {
+    name: re.compile(rf"^{name}(:\d+)?$") for name in ("ack", "snooze", "promise", "dispute")
+}
+
+
+class Clock(Protocol):
+    def now(self) -> datetime: ...
+
+
+@dataclass(frozen=True)
+class Click:
+    """A button press on one of our messages (a ``block_actions`` payload)."""
+
+    user: str
+    action_id: str
+    block_id: str
+    invoice: str
+    channel: str
+    ts: str
+    text: str
+    blocks: list[dict[str, Any]]
+    trigger_id: str
+    key: str
+
+    @classmethod
+    def parse(cls, body: dict[str, Any], action: dict[str, Any]) -> Click:
+        user = str(body["user"]["id"])
+        container = body.get("container") or {}
+        message = body.get("message") or {}
+        channel = container.get("channel_id") or (body.get("channel") or {}).get("id") or ""
+        ts = container.get("message_ts") or message.get("ts") or ""
+        action_id = str(action.get("action_id", ""))
+        invoice = str(action.get("value", "")).split("|", 1)[0]
+        return cls(
+            user=user,
+            action_id=action_id,
+            block_id=str(action.get("block_id", "")),
+            invoice=invoice,
+            channel=str(channel),
+            ts=str(ts),
+            text=str(message.get("text") or ""),
+            blocks=list(message.get("blocks") or []),
+            trigger_id=str(body.get("trigger_id", "")),
+            key=f"{action.get('action_ts', '')}:{user}:{action_id}"[:255],
+        )
+
+    def message_ref(self) -> dict[str, Any]:
+        return {
+            "channel": self.channel,
+            "ts": self.ts,
+            "text": self.text,
+            "blocks": self.blocks,
+            "block_id": self.block_id,
+            "invoice": self.invoice,
+        }
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What came of an interaction: ``done``, ``refused``, ``unknown_user``, ``failed`` or
+    ``duplicate``."""
+
+    kind: str
+    reason: str = ""
+    result: ActionResult | None = None
+    name: str = ""
+    locale: str | None = None
+
+
+class _UnknownUser(Exception):
+    pass
+
+
+def _claim(session: Session, key: str, now: datetime, detail: dict[str, Any] | None = None) -> bool:
+    """Store the interaction; False when it was stored before (a replay or double click)."""
+    try:
+        with session.begin_nested():  # a savepoint: a taken key does not spoil the transaction
+            session.add(
+                ChatInteraction(
+                    platform=PLATFORM, interaction_key=key, received_at=now, detail=detail
+                )
+            )
+        return True
+    except IntegrityError:
+        return False
+
+
+ServiceCall = Callable[[Session, str], ActionResult]
+
+
+class SlackInteractions:
+    """The work behind the listeners: parse → one service call → answer on Slack."""
+
+    def __init__(self, engine: Engine, settings: Settings, client: WebClient, clock: Clock):
+        self.engine, self.settings, self.client, self.clock = engine, settings, client, clock
+
+    # --- time -------------------------------------------------------------------------------
+
+    def _now(self) -> datetime:
+        return self.clock.now()
+
+    def _today(self, now: datetime) -> date:
+        return now.astimezone(self.settings.zone).date()
+
+    # --- the one transaction per interaction --------------------------------------------------
+
+    def perform(
+        self, key: str, slack_user: str, invoice: str, action: str, call: ServiceCall
+    ) -> Outcome:
+        now = self._now()
+        try:
+            with write_session(self.engine) as session:
+                if not _claim(session, key, now):
+                    return Outcome("duplicate")
+                person = session.execute(
+                    select(Person).where(Person.slack_user_id == slack_user)
+                ).scalar_one_or_none()
+                if person is None:
+                    raise _UnknownUser
+                result = call(session, person.code)
+                return Outcome("done", result=result, name=person.name, locale=person.locale)
+        except NotAllowed as exc:
+            with write_session(self.engine) as session:
+                if not _claim(session, key, now):
+                    return Outcome("duplicate")
+                session.add(refusal_entry(exc))
+            locale = self._locale_of(slack_user)
+            return Outcome("refused", reason=str(exc), locale=locale)
+        except _UnknownUser:
+            with write_session(self.engine) as session:
+                if not _claim(session, key, now):
+                    return Outcome("duplicate")
+                session.add(
+                    AuditLog(
+                        actor=f"slack:{slack_user}"[:100],
+                        action="slack.refused",
+                        entity="invoice",
+                        entity_id=invoice[:64] or None,
+                        channel=CHANNEL,
+                        at=now,
+                        after={"reason": "unknown Slack user", "action": action},
+                    )
+                )
+            return Outcome("unknown_user")
+        except ActionError as exc:
+            return Outcome("failed", reason=str(exc), locale=self._locale_of(slack_user))
+
+    def _locale_of(self, slack_user: str) -> str | None:
+        with read_session(self.engine) as session:
+            person = session.execute(
+                select(Person).where(Person.slack_user_id == slack_user)
+            ).scalar_one_or_none()
+            return person.locale if person else None
+
+    # --- answering on Slack -------------------------------------------------------------------
+
+    def answer(self, outcome: Outcome, user: str, ref: dict[str, Any], done_text: str) -> None:
+        t = Translator(outcome.locale)
+        if outcome.kind == "duplicate":
+            log.info("slack: interaction already processed; ignored")
+        elif outcome.kind == "done":
+            self._update_message(ref, done_text)
+        elif outcome.kind == "unknown_user":
+            self._ephemeral(ref["channel"], user, t("slack_unknown_user"))
+        elif outcome.kind == "refused":
+            self._ephemeral(ref["channel"], user, t("slack_refused", reason=outcome.reason))
+        else:
+            self._ephemeral(ref["channel"], user, t("slack_failed", reason=outcome.reason))
+
+    def _update_message(self, ref: dict[str, Any], text: str) -> None:
+        line = {
+            "type": "context",
+            "block_id": ref["block_id"],
+            "elements": [{"type": "mrkdwn", "text": escape_mrkdwn(text)}],
+        }
+        blocks = [line if b.get("block_id") == ref["block_id"] else b for b in ref["blocks"]]
+        if line not in blocks:
+            blocks.append({k: v for k, v in line.items() if k != "block_id"})
+        try:
+            self.client.chat_update(
+                channel=ref["channel"], ts=ref["ts"], text=ref.get("text") or text, blocks=blocks
+            )
+        except SlackApiError as exc:
+            log.warning("slack: chat.update failed: %s", exc.response.get("error"))
+
+    def _ephemeral(self, channel: str, user: str, text: str) -> None:
+        try:
+            self.client.chat_postEphemeral(channel=channel, user=user, text=text)
+        except SlackApiError as exc:
+            log.warning("slack: chat.postEphemeral failed: %s", exc.response.get("error"))
+
+    # --- buttons ------------------------------------------------------------------------------
+
+    def on_ack(self, body: dict[str, Any], action: dict[str, Any]) -> Outcome:
+        click = Click.parse(body, action)
+        now = self._now()
+
+        def call(session: Session, person_code: str) -> ActionResult:
+            return acknowledge(
+                session,
+                click.invoice,
+                person_code,
+                tiers=self.settings.tier_table,
+                as_of=self._today(now),
+                now=now,
+                channel=CHANNEL,
+            )
+
+        outcome = self.perform(click.key, click.user, click.invoice, "ack", call)
+        t = Translator(outcome.locale)
+        text = t("slack_done_ack", number=click.invoice, name=outcome.name)
+        self.answer(outcome, click.user, click.message_ref(), text)
+        return outcome
+
+    def on_snooze(self, body: dict[str, Any], action: dict[str, Any]) -> Outcome:
+        click = Click.parse(body, action)
+        now = self._now()
+        until = self._today(now) + timedelta(days=SNOOZE_DAYS)
+
+        def call(session: Session, person_code: str) -> ActionResult:
+            return snooze(
+                session,
+                click.invoice,
+                person_code,
+                until=until,
+                today=self._today(now),
+                now=now,
+                channel=CHANNEL,
+            )
+
+        outcome = self.perform(click.key, click.user, click.invoice, "snooze", call)
+        t = Translator(outcome.locale)
+        text = t("slack_done_snooze", number=click.invoice, until=t.date(until), name=outcome.name)
+        self.answer(outcome, click.user, click.message_ref(), text)
+        return outcome
+
+    def open_modal(self, body: dict[str, Any], action: dict[str, Any], kind: str) -> bool:
+        """Open the promise / dispute modal (once per click; a double click opens one)."""
+        click = Click.parse(body, action)
+        with write_session(self.engine) as session:
+            if not _claim(session, click.key, self._now(), detail=click.message_ref()):
+                log.info("slack: click already processed; no second modal")
+                return False
+        locale = self._locale_of(click.user)
+        meta = json.dumps({"invoice": click.invoice, "click": click.key})
+        view = (promise_view if kind == "promise" else dispute_view)(
+            Translator(locale), click.invoice, meta
+        )
+        try:
+            self.client.views_open(trigger_id=click.trigger_id, view=view)
+        except SlackApiError as exc:
+            log.warning("slack: views.open failed: %s", exc.response.get("error"))
+            return False
+        return True
+
+    # --- modal submissions --------------------------------------------------------------------
+
+    def _submission(self, body: dict[str, Any]) -> tuple[str, str, dict[str, Any]]:
+        """The submitting user, the invoice and the clicked message the modal came from."""
+        view = body["view"]
+        meta = json.loads(view.get("private_metadata") or "{}")
+        with read_session(self.engine) as session:
+            row = session.execute(
+                select(ChatInteraction).where(
+                    ChatInteraction.platform == PLATFORM,
+                    ChatInteraction.interaction_key == str(meta.get("click", "")),
+                )
+            ).scalar_one_or_none()
+            ref = dict(row.detail or {}) if row is not None else {}
+        return str(body["user"]["id"]), str(meta.get("invoice", "")), ref
+
+    def on_promise_submitted(self, body: dict[str, Any], form: PromiseForm) -> Outcome:
+        user, invoice, ref = self._submission(body)
+        now = self._now()
+
+        def call(session: Session, person_code: str) -> ActionResult:
+            return promise_to_pay(
+                session,
+                invoice,
+                person_code,
+                promised_date=form.promised_date,
+                amount=form.amount,
+                today=self._today(now),
+                now=now,
+                note=form.note,
+                channel=CHANNEL,
+            )
+
+        key = f"view:{body['view']['id']}"
+        outcome = self.perform(key, user, invoice, "promise", call)
+        detail = outcome.result.detail if outcome.result else ""
+        t = Translator(outcome.locale)
+        text = t("slack_done_promise", number=invoice, detail=detail, name=outcome.name)
+        self._answer_submission(outcome, user, ref, text)
+        return outcome
+
+    def on_dispute_submitted(self, body: dict[str, Any], reason: str) -> Outcome:
+        user, invoice, ref = self._submission(body)
+        now = self._now()
+
+        def call(session: Session, person_code: str) -> ActionResult:
+            return dispute(session, invoice, person_code, reason=reason, now=now, channel=CHANNEL)
+
+        key = f"view:{body['view']['id']}"
+        outcome = self.perform(key, user, invoice, "dispute", call)
+        t = Translator(outcome.locale)
+        text = t("slack_done_dispute", number=invoice, name=outcome.name, reason=reason)
+        self._answer_submission(outcome, user, ref, text)
+        return outcome
+
+    def _answer_submission(
+        self, outcome: Outcome, user: str, ref: dict[str, Any], text: str
+    ) -> None:
+        if not ref.get("channel"):
+            log.warning("slack: modal submitted without the message it came from")
+            return
+        self.answer(outcome, user, ref, text)
+
+
+# --- modals -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PromiseForm:
+    promised_date: date
+    amount: Any  # Decimal | None
+    note: str | None
+
+
+def _input(block_id: str, label: str, element: dict[str, Any], optional: bool = False) -> dict:
+    return {
+        "type": "input",
+        "block_id": block_id,
+        "optional": optional,
+        "label": {"type": "plain_text", "text": label[:2000]},
+        "element": {**element, "action_id": block_id},
+    }
+
+
+def _modal(t: Translator, callback_id: str, title: str, meta: str, blocks: list) -> dict:
+    return {
+        "type": "modal",
+        "callback_id": callback_id,
+        "private_metadata": meta[:3000],
+        "title": {"type": "plain_text", "text": title[:24]},
+        "submit": {"type": "plain_text", "text": t("modal_submit")[:24]},
+        "close": {"type": "plain_text", "text": t("modal_cancel")[:24]},
+        "blocks": blocks,
+    }
+
+
+def promise_view(t: Translator, invoice: str, meta: str) -> dict[str, Any]:
+    return _modal(
+        t,
+        PROMISE_VIEW,
+        t("modal_promise_title"),
+        meta,
+        [
+            {"type": "context", "elements": [{"type": "mrkdwn", "text": escape_mrkdwn(invoice)}]},
+            _input("date", t("modal_date"), {"type": "datepicker"}),
+            _input("amount", t("modal_amount"), {"type": "plain_text_input"}, optional=True),
+            _input("note", t("modal_note"), {"type": "plain_text_input", "max_length": 1000}, True),
+        ],
+    )
+
+
+def dispute_view(t: Translator, invoice: str, meta: str) -> dict[str, Any]:
+    element = {"type": "plain_text_input", "multiline": True, "max_length": 1000}
+    return _modal(
+        t,
+        DISPUTE_VIEW,
+        t("modal_dispute_title"),
+        meta,
+        [_input("reason", t("modal_reason", number=invoice), element)],
+    )
+
+
+def _value(view: dict[str, Any], block_id: str) -> dict[str, Any]:
+    return (view.get("state", {}).get("values", {}).get(block_id) or {}).get(block_id) or {}
+
+
+def parse_promise_form(view: dict[str, Any], t: Translator) -> PromiseForm | dict[str, str]:
+    """The form's values, or Slack's ``errors`` (block id → message) for what cannot be read."""
+    errors: dict[str, str] = {}
+    raw_date = _value(view, "date").get("selected_date")
+    try:
+        promised = date.fromisoformat(str(raw_date))
+    except ValueError:
+        errors["date"] = t("modal_bad_date")
+    raw_amount = (_value(view, "amount").get("value") or "").strip()
+    amount = None
+    if raw_amount:
+        try:
+            amount = parse_amount(raw_amount)
+        except MoneyError:
+            errors["amount"] = t("modal_bad_amount")
+    if errors:
+        return errors
+    note = (_value(view, "note").get("value") or "").strip() or None
+    return PromiseForm(promised, amount, note)
+
+
+# --- the Bolt app -----------------------------------------------------------------------------
+
+
+def build_slack_app(
+    engine: Engine,
+    settings: Settings,
+    *,
+    client: WebClient | None = None,
+    clock: Clock | None = None,
+    listener_executor: Executor | None = None,
+) -> App:
+    """The Bolt app for Slack's interactivity requests (serve it with ``bot.http``).
+
+    ``client`` defaults to a non-retrying WebClient from ``[slack]`` (bot_token,
+    api_base_url); the app checks the token with ``auth.test`` when it is built. ``clock``
+    defaults to the system clock; ``listener_executor`` runs the listeners after Bolt has
+    answered Slack (default: Bolt's thread pool)."""
+    if clock is None:
+        from jobs.clock import SystemClock
+
+        clock = SystemClock()
+    if client is None:
+        client = make_web_client(
+            settings.slack.bot_token.get_secret_value(), settings.slack.api_base_url
+        )
+    app = App(
+        name="creditbot",
+        client=client,
+        signing_secret=settings.slack.signing_secret.get_secret_value(),
+        process_before_response=False,
+        listener_executor=listener_executor,
+    )
+    work = SlackInteractions(engine, settings, client, clock)
+
+    @app.action(ACTIONS["ack"])
+    def ack_pressed(ack: Callable, body: dict, action: dict) -> None:
+        ack()
+        work.on_ack(body, action)
+
+    @app.action(ACTIONS["snooze"])
+    def snooze_pressed(ack: Callable, body: dict, action: dict) -> None:
+        ack()
+        work.on_snooze(body, action)
+
+    @app.action(ACTIONS["promise"])
+    def promise_pressed(ack: Callable, body: dict, action: dict) -> None:
+        ack()
+        work.open_modal(body, action, "promise")
+
+    @app.action(ACTIONS["dispute"])
+    def dispute_pressed(ack: Callable, body: dict, action: dict) -> None:
+        ack()
+        work.open_modal(body, action, "dispute")
+
+    @app.view(PROMISE_VIEW)
+    def promise_submitted(ack: Callable, body: dict, view: dict) -> None:
+        # Only what cannot be read goes back into the modal; everything else is answered
+        # after the ack (the modal closes), by a message update or an ephemeral message.
+        form = parse_promise_form(view, Translator(work._locale_of(body["user"]["id"])))
+        if isinstance(form, dict):
+            ack(response_action="errors", errors=form)
+            return
+        ack()
+        work.on_promise_submitted(body, form)
+
+    @app.view(DISPUTE_VIEW)
+    def dispute_submitted(ack: Callable, body: dict, view: dict) -> None:
+        reason = (_value(view, "reason").get("value") or "").strip()
+        ack()
+        work.on_dispute_submitted(body, reason)
+
+    return app
+
+
+__all__ = ["ACTIONS", "SNOOZE_DAYS", "Click", "SlackInteractions", "build_slack_app"]
