@@ -567,6 +567,35 @@ def run(ctx: typer.Context) -> None:
         console.print("stopped")
 
 
+@app.command("serve")
+def serve(
+    ctx: typer.Context,
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8080,
+) -> None:
+    """Serve the HTTP app: Slack's requests at /slack/events, and /healthz.
+
+    Needs [slack] bot_token and signing_secret; without them only /healthz is served.
+    """
+    import uvicorn
+
+    from bot.http import create_app
+    from credit.store.migrate import upgrade
+
+    app_ctx = _ctx(ctx)
+    settings = _settings_or_exit(app_ctx)
+    upgrade(app_ctx.engine)
+    slack = settings.slack
+    slack_app = None
+    if slack.bot_token.get_secret_value() and slack.signing_secret.get_secret_value():
+        from bot.slack_app import build_slack_app
+
+        slack_app = build_slack_app(app_ctx.engine, settings)
+    else:
+        err.print("[slack] bot_token and signing_secret are not set: serving /healthz only")
+    uvicorn.run(create_app(slack_app), host=host, port=port, log_level="info")
+
+
 slack_cli = typer.Typer(help="The Slack app.", no_args_is_help=True)
 app.add_typer(slack_cli, name="slack")
 

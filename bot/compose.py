@@ -38,7 +38,7 @@ def _reminder(p: dict[str, Any], t: Translator) -> Message:
                 text=t("tier_new", new=s["new_count"]) if s.get("new_count") else "",
                 lines=lines,
                 more=s["count"] - shown,
-                buttons=[_ack_button(t, s["tier"], ln) for ln in s["lines"][:1]],
+                buttons=_line_buttons(t, s["tier"], s["lines"][0]) if s["lines"] else [],
             )
         )
     broken = p.get("broken_promises") or []
@@ -104,8 +104,15 @@ def _line(t: Translator, ln: dict[str, Any]) -> str:
     return text + (t("line_disputed") if ln.get("disputed") else "")
 
 
-def _ack_button(t: Translator, tier: str, ln: dict[str, Any]) -> Button:
-    return Button(t("button_ack"), "ack", f"{ln['number']}|{tier}", "primary")
+def _line_buttons(t: Translator, tier: str, ln: dict[str, Any]) -> list[Button]:
+    """What the recipient can do about the section's most overdue invoice."""
+    value = f"{ln['number']}|{tier}"
+    return [
+        Button(f"{t('button_ack')} · {ln['number']}", "ack", value, "primary"),
+        Button(t("button_promise"), "promise", value),
+        Button(t("button_dispute"), "dispute", value, "danger"),
+        Button(t("button_snooze"), "snooze", value),
+    ]
 
 
 def _holds_section(t: Translator, holds: list[dict[str, Any]], total: int) -> Section:

@@ -122,3 +122,13 @@ def test_console_transport_prints_and_returns_a_reference():
     )
     assert ref == {"channel": "console", "seq": 1}
     assert ">>> to 张伟 [reminder #7]" in out.getvalue()
+
+
+def test_each_tier_section_offers_the_four_actions_on_its_most_overdue_invoice():
+    message = compose(_payload("en"))
+    buttons = message.sections[0].buttons
+    assert [b.action_id for b in buttons] == ["ack", "promise", "dispute", "snooze"]
+    assert {b.value for b in buttons} == {"INV-0001|overdue_1m"}
+    assert buttons[0].label == "Acknowledge · INV-0001"
+    zh = compose(_payload("zh_CN")).sections[0].buttons
+    assert [b.label for b in zh][1:] == ["承诺付款", "争议", "稍后提醒"]
