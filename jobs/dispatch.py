@@ -215,15 +215,14 @@ class Dispatcher:
         unreachable: bool = False,
     ) -> None:
         now = self.clock.now()
-        await asyncio.to_thread(outbox.give_up, self.engine, row.id, status, reason, now)
         await asyncio.to_thread(
-            outbox.alert_admins,
+            outbox.give_up_and_alert,
             self.engine,
-            failed_id=row.id,
-            status=status,
-            reason=reason,
+            row.id,
+            status,
+            reason,
+            now,
             channels=self.settings.outbox.channels,
-            now=now,
             unreachable_person_id=row.recipient_id if unreachable else None,
         )
         setattr(report, status, getattr(report, status) + 1)

@@ -196,24 +196,53 @@ def reschedule(
 
 def give_up(engine: Engine, message_id: int, status: str, reason: str, now: datetime) -> None:
     """``failed`` (permanent platform error) or ``dead`` (out of attempts), with the reason."""
+    with write_session(engine) as s:
+        _give_up(s, message_id, status, reason, now)
+
+
+def _give_up(s: Session, message_id: int, status: str, reason: str, now: datetime) -> None:
     if status not in ("failed", "dead"):
         raise ValueError(status)
-    with write_session(engine) as s:
-        s.execute(
-            update(OutboxMessage)
-            .where(OutboxMessage.id == message_id)
-            .values(status=status, last_error=reason[:2000], lease_until=None)
+    s.execute(
+        update(OutboxMessage)
+        .where(OutboxMessage.id == message_id)
+        .values(status=status, last_error=reason[:2000], lease_until=None)
+    )
+    s.add(
+        AuditLog(
+            actor="dispatcher",
+            action=f"outbox.{status}",
+            entity="outbox",
+            entity_id=str(message_id),
+            channel="scheduler",
+            after={"reason": reason},
+            at=now,
         )
-        s.add(
-            AuditLog(
-                actor="dispatcher",
-                action=f"outbox.{status}",
-                entity="outbox",
-                entity_id=str(message_id),
-                channel="scheduler",
-                after={"reason": reason},
-                at=now,
-            )
+    )
+
+
+def give_up_and_alert(
+    engine: Engine,
+    message_id: int,
+    status: str,
+    reason: str,
+    now: datetime,
+    *,
+    channels: Sequence[str],
+    unreachable_person_id: int | None = None,
+) -> int:
+    """Mark the row failed or dead and queue the admins' alerts in one transaction, so a
+    crash cannot leave a dead message nobody was told about."""
+    with write_session(engine) as s:
+        _give_up(s, message_id, status, reason, now)
+        return _alert_admins(
+            s,
+            failed_id=message_id,
+            status=status,
+            reason=reason,
+            channels=channels,
+            now=now,
+            unreachable_person_id=unreachable_person_id,
         )
 
 
@@ -288,50 +317,71 @@ def alert_admins(
     reached (e.g. they blocked the bot), the person is marked unreachable with the reason.
     """
     with write_session(engine) as s:
-        failed = s.get(OutboxMessage, failed_id)
-        if failed is None or failed.kind == "admin_alert":
-            return 0
-        recipient = s.get(Person, failed.recipient_id) if failed.recipient_id else None
-        if unreachable_person_id is not None and recipient is not None:
-            recipient.unreachable_reason = reason[:500]
-            s.add(recipient)
-            s.add(
-                AuditLog(
-                    actor="dispatcher",
-                    action="person.unreachable",
-                    entity="person",
-                    entity_id=recipient.code,
-                    channel=failed.channel,
-                    after={"reason": reason},
-                    at=now,
-                )
+        return _alert_admins(
+            s,
+            failed_id=failed_id,
+            status=status,
+            reason=reason,
+            channels=channels,
+            now=now,
+            unreachable_person_id=unreachable_person_id,
+        )
+
+
+def _alert_admins(
+    s: Session,
+    *,
+    failed_id: int,
+    status: str,
+    reason: str,
+    channels: Sequence[str],
+    now: datetime,
+    unreachable_person_id: int | None,
+) -> int:
+    failed = s.get(OutboxMessage, failed_id)
+    if failed is None or failed.kind == "admin_alert":
+        return 0
+    recipient = s.get(Person, failed.recipient_id) if failed.recipient_id else None
+    if unreachable_person_id is not None and recipient is not None:
+        recipient.unreachable_reason = reason[:500]
+        s.add(recipient)
+        s.add(
+            AuditLog(
+                actor="dispatcher",
+                action="person.unreachable",
+                entity="person",
+                entity_id=recipient.code,
+                channel=failed.channel,
+                after={"reason": reason},
+                at=now,
             )
-        admins = s.execute(select(Person).where(Person.role == "admin", Person.active)).scalars()
-        messages = [
-            NewMessage(
-                f"alert:{failed_id}:{status}:{admin.id}",
-                admin.id,
-                route(admin, channels),
-                "admin_alert",
-                None,
-                {
-                    "kind": "admin_alert",
-                    "message_id": failed_id,
-                    "message_kind": failed.kind,
-                    "recipient_code": recipient.code if recipient else "?",
-                    "channel": failed.channel,
-                    "status": status,
-                    "reason": reason,
-                    "attempts": failed.attempts,
-                    "recipient": {
-                        "code": admin.code,
-                        "name": admin.name,
-                        "locale": admin.locale,
-                        "time_zone": admin.time_zone,
-                    },
+        )
+    admins = s.execute(select(Person).where(Person.role == "admin", Person.active)).scalars()
+    messages = [
+        NewMessage(
+            f"alert:{failed_id}:{status}:{admin.id}",
+            admin.id,
+            route(admin, channels),
+            "admin_alert",
+            None,
+            {
+                "kind": "admin_alert",
+                "message_id": failed_id,
+                "message_kind": failed.kind,
+                "recipient_code": recipient.code if recipient else "?",
+                "channel": failed.channel,
+                "status": status,
+                "reason": reason,
+                "attempts": failed.attempts,
+                "recipient": {
+                    "code": admin.code,
+                    "name": admin.name,
+                    "locale": admin.locale,
+                    "time_zone": admin.time_zone,
                 },
-                now,
-            )
-            for admin in admins
-        ]
-        return enqueue(s, messages, now)
+            },
+            now,
+        )
+        for admin in admins
+    ]
+    return enqueue(s, messages, now)
