@@ -119,6 +119,32 @@ def _load(
     return invoice, customer, person
 
 
+def _audit(
+    session: Session,
+    person: Person,
+    action: str,
+    invoice: Invoice,
+    channel: str,
+    now: datetime,
+    *,
+    before: dict[str, Any] | None = None,
+    after: dict[str, Any] | None = None,
+) -> None:
+    """Append the audit entry of an action on an invoice."""
+    session.add(
+        AuditLog(
+            actor=person.code,
+            action=action,
+            entity="invoice",
+            entity_id=invoice.number,
+            channel=channel,
+            at=now,
+            before=before,
+            after=after,
+        )
+    )
+
+
 def acknowledge(
     session: Session,
     invoice_number: str,
@@ -154,16 +180,14 @@ def acknowledge(
             acknowledged_at=now,
         )
     )
-    session.add(
-        AuditLog(
-            actor=person.code,
-            action="ack",
-            entity="invoice",
-            entity_id=invoice.number,
-            channel=channel,
-            at=now,
-            after={"tier": tier_name},
-        )
+    _audit(
+        session,
+        person,
+        "ack",
+        invoice,
+        channel,
+        now,
+        after={"tier": tier_name},
     )
     return ActionResult(
         "ack", invoice.number, customer.code, person.code, f"acknowledged ({tier_name})"
@@ -225,23 +249,21 @@ def promise_to_pay(
     )
     session.add(promise)
     session.flush()
-    session.add(
-        AuditLog(
-            actor=person.code,
-            action="promise",
-            entity="invoice",
-            entity_id=invoice.number,
-            channel=channel,
-            at=now,
-            before={"replaced": [p.id for p in replaced]} if replaced else None,
-            after={
-                "promise_id": promise.id,
-                "date": promised_date.isoformat(),
-                "amount": str(amount),
-                "currency": invoice.currency,
-                "note": note,
-            },
-        )
+    _audit(
+        session,
+        person,
+        "promise",
+        invoice,
+        channel,
+        now,
+        before={"replaced": [p.id for p in replaced]} if replaced else None,
+        after={
+            "promise_id": promise.id,
+            "date": promised_date.isoformat(),
+            "amount": str(amount),
+            "currency": invoice.currency,
+            "note": note,
+        },
     )
     return ActionResult(
         "promise",
@@ -269,17 +291,15 @@ def dispute(
     before = {"disputed": invoice.disputed, "reason": invoice.dispute_reason}
     invoice.disputed, invoice.dispute_reason = True, reason[:1000]
     session.add(invoice)
-    session.add(
-        AuditLog(
-            actor=person.code,
-            action="dispute",
-            entity="invoice",
-            entity_id=invoice.number,
-            channel=channel,
-            at=now,
-            before=before,
-            after={"disputed": True, "reason": invoice.dispute_reason},
-        )
+    _audit(
+        session,
+        person,
+        "dispute",
+        invoice,
+        channel,
+        now,
+        before=before,
+        after={"disputed": True, "reason": invoice.dispute_reason},
     )
     return ActionResult(
         "dispute",
@@ -314,20 +334,18 @@ def snooze(
         row = InvoiceSnooze(invoice_id=invoice.id, until=until, person_id=person.id, created_at=now)
     row.until, row.person_id = until, person.id
     session.add(row)
-    session.add(
-        AuditLog(
-            actor=person.code,
-            action="snooze",
-            entity="invoice",
-            entity_id=invoice.number,
-            channel=channel,
-            at=now,
-            before=before,
-            after={
-                "until": until.isoformat(),
-                "days_past_due": days_past_due(invoice.due_date, today),
-            },
-        )
+    _audit(
+        session,
+        person,
+        "snooze",
+        invoice,
+        channel,
+        now,
+        before=before,
+        after={
+            "until": until.isoformat(),
+            "days_past_due": days_past_due(invoice.due_date, today),
+        },
     )
     return ActionResult(
         "snooze", invoice.number, customer.code, person.code, f"snoozed until {until}"
