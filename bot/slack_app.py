@@ -39,6 +39,12 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
 from bot.i18n import Translator
+from bot.slack_home import (
+    credit_file_message,
+    home_view,
+    not_linked_view,
+    scope_text,
+)
 from bot.slack_render import escape_mrkdwn
 from bot.transports.slack import make_web_client
 from credit.money import MoneyError, parse_amount
@@ -54,7 +60,18 @@ from credit.store.actions import (
     snooze,
 )
 from credit.store.db import read_session, write_session
-from credit.store.models import AuditLog, ChatInteraction, Person
+from credit.store.models import AuditLog, ChatInteraction, Person, Region
+from credit.store.views import (
+    PROMISE_HORIZON_DAYS,
+    actor_of,
+    credit_file,
+    find_customers,
+    may_view_customer,
+    pending_approvals,
+    person_by_slack_id,
+    promises_due,
+    receivables_by_tier,
+)
 
 log = logging.getLogger(__name__)
 
@@ -381,6 +398,101 @@ class SlackInteractions:
             return
         self.answer(outcome, user, ref, text)
 
+    # --- App Home and /credit (read-only) --------------------------------------------------
+
+    def publish_home(self, slack_user: str) -> dict[str, Any]:
+        """Build the user's App Home and publish it (``views.publish``); returns the view."""
+        as_of = self._today(self._now())
+        with read_session(self.engine) as session:
+            person = person_by_slack_id(session, slack_user)
+            if person is None:
+                view = not_linked_view()
+            else:
+                actor = actor_of(person)
+                region = session.get(Region, person.region_id) if person.region_id else None
+                tiers = self.settings.tier_table
+                view = home_view(
+                    Translator(person.locale),
+                    name=person.name,
+                    scope=scope_text(person.role, region.code if region else None),
+                    as_of=as_of,
+                    tiers=tiers,
+                    receivables=receivables_by_tier(session, actor, tiers, as_of),
+                    promises=promises_due(session, actor, as_of),
+                    approvals=pending_approvals(session, actor),
+                    horizon_days=PROMISE_HORIZON_DAYS,
+                )
+        try:
+            self.client.views_publish(user_id=slack_user, view=view)
+        except SlackApiError as exc:
+            log.warning("slack: views.publish failed: %s", exc.response.get("error"))
+        return view
+
+    def on_credit_command(self, command: dict[str, Any], respond: Callable[..., Any]) -> str:
+        """``/credit CUSTOMER`` (code or exact name): the customer's credit file, ephemeral,
+        to people who may see the customer; a refusal (audited) to anyone else. Returns what
+        came of it: ``shown``, ``refused``, ``unknown_user``, ``unknown_customer``,
+        ``ambiguous`` or ``usage``."""
+        user = str(command.get("user_id") or "")
+        query = str(command.get("text") or "").strip()
+        now = self._now()
+        as_of = self._today(now)
+        blocks: list[dict[str, Any]] | None = None
+        refused: tuple[str, str | None, str] | None = None  # actor, customer, reason
+        locale = None
+        with read_session(self.engine) as session:
+            person = person_by_slack_id(session, user)
+            if person is None:
+                kind = "unknown_user"
+                text = Translator(None)("slack_unknown_user")
+                refused = (f"slack:{user}", None, "unknown Slack user")
+            elif not query:
+                kind, text = "usage", "Usage: /credit CUSTOMER (a customer code or exact name)"
+                locale = person.locale
+            else:
+                locale = person.locale
+                actor = actor_of(person)
+                matches = find_customers(session, query)
+                visible = [c for c in matches if may_view_customer(actor, c)]
+                if not matches:
+                    kind, text = "unknown_customer", f"No customer with code or name {query!r}."
+                elif len(visible) == 1:
+                    kind = "shown"
+                    cf = credit_file(session, visible[0], as_of, self.settings.buckets)
+                    blocks, text = credit_file_message(Translator(locale), cf, as_of)
+                elif visible:
+                    codes = ", ".join(c.code for c in visible)
+                    kind = "ambiguous"
+                    text = f"Several customers are named {query!r}: {codes}. Use the code."
+                else:
+                    kind = "refused"
+                    code = matches[0].code if len(matches) == 1 else query
+                    reason = f"{person.code} may not see customer {code}"
+                    text = Translator(locale)("slack_refused", reason=reason)
+                    refused = (person.code, code, reason)
+        if refused is not None:
+            actor_name, entity_id, reason = refused
+            with write_session(self.engine) as session:
+                session.add(
+                    AuditLog(
+                        actor=actor_name[:100],
+                        action="slack.refused",
+                        entity="customer",
+                        entity_id=(entity_id or query)[:64] or None,
+                        channel=CHANNEL,
+                        at=now,
+                        after={"reason": reason, "command": "/credit", "text": query[:200]},
+                    )
+                )
+        try:
+            if blocks is None:
+                respond(text=escape_mrkdwn(text), response_type="ephemeral")
+            else:
+                respond(text=text, blocks=blocks, response_type="ephemeral")
+        except Exception as exc:  # the response_url is Slack's; a failure there is logged
+            log.warning("slack: /credit response failed: %s", type(exc).__name__)
+        return kind
+
 
 # --- modals -----------------------------------------------------------------------------------
 
@@ -535,6 +647,16 @@ def build_slack_app(
         reason = (_value(view, "reason").get("value") or "").strip()
         ack()
         work.on_dispute_submitted(body, reason)
+
+    @app.event("app_home_opened")
+    def home_opened(event: dict) -> None:
+        if event.get("tab", "home") == "home":  # the Messages tab opens it too
+            work.publish_home(str(event["user"]))
+
+    @app.command("/credit")
+    def credit_command(ack: Callable, command: dict, respond: Callable) -> None:
+        ack()
+        work.on_credit_command(command, respond)
 
     return app
 

@@ -11,8 +11,12 @@
   ``message_not_found``), ``conversations.open``, ``chat.postEphemeral`` (stored in
   ``ephemerals``; a known channel and user), ``views.open`` (a ``trigger_id`` and a modal view;
   stored in ``views`` under a new view id; a trigger is used once, else ``expired_trigger_id``)
-  and ``views.update`` (a stored ``view_id``, else ``not_found``). Anything else →
-  ``unknown_method``.
+  and ``views.update`` (a stored ``view_id``, else ``not_found``), ``views.publish`` (a known
+  ``user_id`` and a ``home`` view; stored in ``home_views`` per user, the latest wins).
+  Anything else → ``unknown_method``.
+* Response URLs: ``response_url()`` hands out ``…/respond/N``; a POST there (JSON, as
+  ``respond()`` / ``WebhookClient`` sends it, no token) is stored in ``responses`` under that
+  URL and answered ``ok``; an URL not handed out → 404.
 * Users: ``users=None`` knows every ``U…`` id; a set knows only those (others:
   ``channel_not_found`` on post, ``user_not_found`` on open). Channels ``C…`` must be added.
 * ``chat.postMessage`` is limited per channel with a token bucket (capacity ``burst``, refill
@@ -97,6 +101,8 @@ class FakeSlackAPI:
         self.messages: dict[str, list[StoredMessage]] = defaultdict(list)
         self.ephemerals: list[dict[str, Any]] = []
         self.views: dict[str, dict[str, Any]] = {}
+        self.home_views: dict[str, dict[str, Any]] = {}
+        self.responses: dict[str, list[dict[str, Any]]] = {}
         self._triggers_used: set[str] = set()
         self._scripts: dict[str, deque[Answer]] = defaultdict(deque)
         self._buckets: dict[str, _Bucket] = {}
@@ -153,6 +159,18 @@ class FakeSlackAPI:
         with self._lock:
             return [r for r in self.requests if r.method == method]
 
+    def response_url(self) -> str:
+        """A new response_url (as Slack sends with a slash command or an interaction)."""
+        assert self._server is not None, "use FakeSlackAPI as a context manager"
+        with self._lock:
+            url = f"http://127.0.0.1:{self._server.server_address[1]}/respond/{next(self._seq)}"
+            self.responses[url] = []
+        return url
+
+    def responded(self, url: str) -> list[dict[str, Any]]:
+        with self._lock:
+            return list(self.responses.get(url, []))
+
     @staticmethod
     def dm_for(user: str) -> str:
         return "D" + user[1:]
@@ -161,6 +179,9 @@ class FakeSlackAPI:
 
     def _handle(self, h: BaseHTTPRequestHandler) -> None:
         split = urlsplit(h.path)
+        if split.path.startswith("/respond/"):
+            self._handle_response_url(h, split.path)
+            return
         method = split.path.rsplit("/", 1)[-1]
         length = int(h.headers.get("Content-Length") or 0)
         raw = h.rfile.read(length) if length else b""
@@ -188,6 +209,33 @@ class FakeSlackAPI:
         h.send_header("Content-Length", str(len(data)))
         for key, value in headers.items():
             h.send_header(key, value)
+        h.end_headers()
+        h.wfile.write(data)
+
+    def _handle_response_url(self, h: BaseHTTPRequestHandler, path: str) -> None:
+        length = int(h.headers.get("Content-Length") or 0)
+        raw = h.rfile.read(length) if length else b""
+        assert self._server is not None
+        url = f"http://127.0.0.1:{self._server.server_address[1]}{path}"
+        with self._lock:
+            if url not in self.responses:
+                status, data = 404, b"no_service"
+            else:
+                try:
+                    body = _parse_body(h.headers.get("Content-Type", ""), raw)
+                    if isinstance(body.get("blocks"), str):
+                        body["blocks"] = json.loads(body["blocks"])
+                    _check_blocks(body.get("blocks") or [])
+                    self.responses[url].append(body)
+                    status, data = 200, b"ok"
+                except _Reply:
+                    status, data = 400, b"invalid_blocks"
+                except ValueError:
+                    status, data = 400, b"invalid_payload"
+            self.requests.append(Request("response_url", {"url": url}, self.now(), status, None))
+        h.send_response(status)
+        h.send_header("Content-Type", "text/plain")
+        h.send_header("Content-Length", str(len(data)))
         h.end_headers()
         h.wfile.write(data)
 
@@ -220,6 +268,8 @@ class FakeSlackAPI:
             return self._views_open(params)
         if method == "views.update":
             return self._views_update(params)
+        if method == "views.publish":
+            return self._views_publish(params)
         raise _error("unknown_method")
 
     def _ephemeral(self, params: dict[str, Any]) -> dict[str, Any]:
@@ -264,6 +314,23 @@ class FakeSlackAPI:
         view = self._view_param(params)
         self.views[view_id] = {**view, "id": view_id}
         return {"ok": True, "view": self.views[view_id]}
+
+    def _views_publish(self, params: dict[str, Any]) -> dict[str, Any]:
+        user = str(params.get("user_id") or "")
+        if not self._knows_user(user):
+            raise _error("user_not_found")
+        view = params.get("view")
+        view = json.loads(view) if isinstance(view, str) else view
+        if not isinstance(view, dict) or view.get("type") != "home":
+            raise _error("invalid_arguments")
+        blocks = view.get("blocks") or []
+        if len(blocks) > 100 or len(str(view.get("private_metadata", ""))) > 3000:
+            raise _error("invalid_arguments")
+        _check_blocks(blocks[:50])  # a home view may have 100 blocks; check the rest alike
+        _check_blocks(blocks[50:])
+        view_id = f"V{next(self._seq):08d}"
+        self.home_views[user] = {**view, "id": view_id}
+        return {"ok": True, "view": self.home_views[user]}
 
     def _knows_user(self, user: str) -> bool:
         return user.startswith("U") and (self.users is None or user in self.users)
