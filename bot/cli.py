@@ -534,9 +534,20 @@ def snooze_cmd(
 
 
 @app.command("run")
-def run(ctx: typer.Context) -> None:
+def run(
+    ctx: typer.Context,
+    slack_socket_mode: Annotated[
+        bool,
+        typer.Option(
+            "--slack-socket-mode",
+            help="Also connect the Slack app through Socket Mode (needs [slack] app_token, "
+            "xapp-…, and bot_token): buttons, modals, App Home and /credit without a "
+            "public URL.",
+        ),
+    ] = False,
+) -> None:
     """Run CreditBot: migrate, then the scheduler (scan, credit-hold review, digest hook,
-    outbox dispatch) until stopped."""
+    outbox dispatch) until stopped; with --slack-socket-mode, the Slack app too."""
     import asyncio
     import logging
 
@@ -547,10 +558,29 @@ def run(ctx: typer.Context) -> None:
 
     app_ctx = _ctx(ctx)
     settings = _settings_or_exit(app_ctx)
+    if slack_socket_mode:
+        from bot.slack_socket import socket_mode_problems
+
+        problems = socket_mode_problems(settings)
+        if problems:
+            _fail("; ".join(problems))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     upgrade(app_ctx.engine)
     runtime = Runtime(app_ctx.engine, settings, SystemClock(), _transports(settings))
     install(runtime)
+
+    socket = None
+    if slack_socket_mode:
+        from slack_sdk.errors import SlackApiError
+
+        from bot.slack_app import build_slack_app
+        from bot.slack_socket import socket_mode_handler
+
+        socket = socket_mode_handler(build_slack_app(app_ctx.engine, settings), settings)
+        try:
+            socket.connect()  # its own threads; reconnects by itself
+        except SlackApiError as exc:
+            _fail(f"Slack Socket Mode: apps.connections.open failed: {exc.response.get('error')}")
 
     async def main() -> None:
         scheduler = build_scheduler(settings)
@@ -565,6 +595,9 @@ def run(ctx: typer.Context) -> None:
         asyncio.run(main())
     except KeyboardInterrupt:
         console.print("stopped")
+    finally:
+        if socket is not None:
+            socket.close()
 
 
 @app.command("serve")
