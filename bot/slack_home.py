@@ -3,7 +3,9 @@
 Pure functions: data in, Slack JSON out. Sections carry stable ``block_id``s (``tier:NAME``,
 ``most_overdue``, ``promises``, ``approvals``, ``not_linked``; ``rating``, ``exposure``,
 ``aging``, ``status`` in a credit file) so they can be found again. Amounts and dates are
-formatted for the person's locale; the labels themselves are English for now.
+formatted for the person's locale, and so are the labels: every one is a ``home_…`` or
+``credit_…`` string in ``templates/i18n/<locale>.toml`` (counts choose ``…_one``/``…_other``).
+The "not linked" view has no person, hence no locale: it is English and Chinese.
 """
 
 from __future__ import annotations
@@ -41,16 +43,36 @@ def money_text(t: Translator, totals: dict[str, Decimal]) -> str:
     return t.totals({cur: str(amount) for cur, amount in totals.items() if amount})
 
 
-def scope_text(role: str, region: str | None) -> str:
+class Scope(str):
+    """What a person sees, as ``scope_text`` says it in English; ``home_view`` translates it."""
+
+    key: str
+    region: str | None
+
+    def __new__(cls, key: str, region: str | None) -> Scope:
+        obj = super().__new__(cls, _scope_in(Translator(None), key, region))
+        obj.key, obj.region = key, region
+        return obj
+
+
+def _scope_in(t: Translator, key: str, region: str | None) -> str:
+    return t(key, region=region or "")
+
+
+def scope_text(role: str, region: str | None, t: Translator | None = None) -> str:
+    """The scope in ``t``'s language; without ``t`` a ``Scope`` (English until translated)."""
     if role == "rep":
-        return "your customers"
-    if role == "regional_manager":
-        return f"region {region}" if region else "no region"
-    return "company-wide"
+        key = "home_scope_rep"
+    elif role == "regional_manager":
+        key = "home_scope_region" if region else "home_scope_no_region"
+    else:
+        key = "home_scope_company"
+    return _scope_in(t, key, region) if t is not None else Scope(key, region)
 
 
-def _plural(n: int, word: str) -> str:
-    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+def _count(t: Translator, key: str, count: int, **values: Any) -> str:
+    """``key_one`` for 1, else ``key_other``, filled with ``count`` and ``values``."""
+    return t(f"{key}_one" if count == 1 else f"{key}_other", count=count, **values)
 
 
 def home_view(
@@ -65,10 +87,12 @@ def home_view(
     approvals: PendingApprovals,
     horizon_days: int,
 ) -> dict[str, Any]:
+    if isinstance(scope, Scope):
+        scope = _scope_in(t, scope.key, scope.region)
     blocks: list[Block] = [
-        _header(f"CreditBot — {name}"),
-        _context(f"Scope: {escape_mrkdwn(scope)} · as of {t.date(as_of)}"),
-        _header("My open receivables by tier"),
+        _header(t("home_title", name=name)),
+        _context(t("home_scope", scope=escape_mrkdwn(scope), date=t.date(as_of))),
+        _header(t("home_receivables")),
     ]
     for total in receivables.tiers:
         label = t.tier(total.tier, tiers.by_name(total.tier).action)
@@ -76,22 +100,22 @@ def home_view(
             _section(
                 f"tier:{total.tier}",
                 f"*{escape_mrkdwn(label)}*\n"
-                f"{_plural(total.count, 'invoice')} · {money_text(t, total.totals)}",
+                + _count(t, "home_tier_line", total.count, totals=money_text(t, total.totals)),
             )
         )
     if receivables.most_overdue:
         lines = [
             f"• {escape_mrkdwn(i.number)} · {escape_mrkdwn(i.customer_name)} "
             f"({escape_mrkdwn(i.customer_code)}) · {t.money(i.open_amount, i.currency)} · "
-            f"{t.days_text(i.days)}" + (" · disputed" if i.disputed else "")
+            f"{t.days_text(i.days)}" + (t("home_disputed") if i.disputed else "")
             for i in receivables.most_overdue
         ]
-        text = "*Most overdue*\n" + "\n".join(lines)
+        text = f"*{t('home_most_overdue')}*\n" + "\n".join(lines)
     else:
-        text = "*Most overdue*\nNothing overdue."
+        text = f"*{t('home_most_overdue')}*\n{t('home_nothing_overdue')}"
     blocks.append(_section("most_overdue", text))
 
-    blocks += [{"type": "divider"}, _header("My promises due")]
+    blocks += [{"type": "divider"}, _header(t("home_promises"))]
     if promises:
         lines = [
             f"• {t.date(p.promised_date)} · {escape_mrkdwn(p.invoice)} · "
@@ -99,14 +123,14 @@ def home_view(
             for p in promises[:PROMISES_LISTED]
         ]
         if len(promises) > PROMISES_LISTED:
-            lines.append(f"… and {len(promises) - PROMISES_LISTED} more")
-        text = f"{_plural(len(promises), 'promise')} due within {horizon_days} days\n"
+            lines.append(t("home_more", count=len(promises) - PROMISES_LISTED))
+        text = _count(t, "home_promises_due", len(promises), days=horizon_days) + "\n"
         text += "\n".join(lines)
     else:
-        text = f"No promises due within {horizon_days} days."
+        text = t("home_no_promises", days=horizon_days)
     blocks.append(_section("promises", text))
 
-    blocks += [{"type": "divider"}, _header("My pending approvals")]
+    blocks += [{"type": "divider"}, _header(t("home_approvals"))]
     if approvals.count:
         lines = [
             f"• {escape_mrkdwn(r.order_ref)} · {escape_mrkdwn(r.customer_name)} "
@@ -114,24 +138,22 @@ def home_view(
             for r in approvals.listed
         ]
         if approvals.count > len(approvals.listed):
-            lines.append(f"… and {approvals.count - len(approvals.listed)} more")
-        text = f"{_plural(approvals.count, 'shipment request')} pending\n" + "\n".join(lines)
+            lines.append(t("home_more", count=approvals.count - len(approvals.listed)))
+        text = _count(t, "home_approvals_pending", approvals.count) + "\n" + "\n".join(lines)
     else:
-        text = "No shipment requests pending."
+        text = t("home_no_approvals")
     blocks.append(_section("approvals", text))
     return {"type": "home", "blocks": blocks}
 
 
 def not_linked_view() -> dict[str, Any]:
+    """No person, no locale: the message in English, then in Chinese."""
+    en, zh = Translator("en"), Translator("zh_CN")
     return {
         "type": "home",
         "blocks": [
-            _header("CreditBot"),
-            _section(
-                "not_linked",
-                "Your Slack account is not linked to a CreditBot person, so there is nothing "
-                "to show. Ask the credit desk to add your Slack user id.",
-            ),
+            _header(en("home_not_linked_title")),
+            _section("not_linked", f"{en('home_not_linked')}\n\n{zh('home_not_linked')}"),
         ],
     }
 
@@ -139,38 +161,53 @@ def not_linked_view() -> dict[str, Any]:
 def credit_file_message(t: Translator, f: CreditFile, as_of: date) -> tuple[list[Block], str]:
     """The ``/credit`` answer: blocks and the fallback text."""
     title = f"{f.name} ({f.code})"
-    hold = "No"
+    yes, no = t("credit_yes"), t("credit_no")
+    hold = no
     if f.credit_hold:
-        hold = "Yes" + (f" — {escape_mrkdwn(f.credit_hold_reason)}" if f.credit_hold_reason else "")
-    probation = "No"
+        hold = (
+            t("credit_hold_reason", reason=escape_mrkdwn(f.credit_hold_reason))
+            if f.credit_hold_reason
+            else yes
+        )
+    probation = no
     if f.on_probation and f.probation_until is not None:
-        probation = f"Yes, until {t.date(f.probation_until)}"
+        probation = t("credit_probation_until", date=t.date(f.probation_until))
     status = [
-        f"*Credit hold:* {hold}",
-        f"*Blacklisted:* {'Yes' if f.blacklisted else 'No'}",
-        f"*Probation:* {probation}",
+        t("credit_hold", value=hold),
+        t("credit_blacklisted", value=yes if f.blacklisted else no),
+        t("credit_probation", value=probation),
     ]
-    aging = [f"• {escape_mrkdwn(label)}: {money_text(t, totals)}" for label, totals in f.aging]
+    aging = [
+        f"• {escape_mrkdwn(t('credit_aging_current') if label == 'current' else label)}: "
+        f"{money_text(t, totals)}"
+        for label, totals in f.aging
+    ]
+    limit, exposure = t.money(f.credit_limit, f.currency), money_text(t, f.exposure)
     blocks = [
-        _header(f"Credit file: {title}"),
+        _header(t("credit_file_title", title=title)),
         _section(
             "rating",
-            f"*Rating:* {f.rating}\n*Credit limit:* {t.money(f.credit_limit, f.currency)}",
+            t("credit_rating", rating=f.rating) + "\n" + t("credit_limit", limit=limit),
         ),
         _section(
             "exposure",
-            f"*Exposure (open receivables):* {money_text(t, f.exposure)}\n"
-            f"*Open invoices:* {f.open_invoices}",
+            t("credit_exposure", exposure=exposure)
+            + "\n"
+            + t("credit_open_invoices", count=f.open_invoices),
         ),
-        _section("aging", "*Aging by bucket (days past due)*\n" + "\n".join(aging)),
+        _section("aging", t("credit_aging") + "\n" + "\n".join(aging)),
         _section("status", "\n".join(status)),
-        _context(f"As of {t.date(as_of)}"),
+        _context(t("credit_as_of", date=t.date(as_of))),
     ]
-    text = (
-        f"{title}: rating {f.rating}, limit {t.money(f.credit_limit, f.currency)}, "
-        f"exposure {money_text(t, f.exposure)}"
-    )
+    text = t("credit_text", title=title, rating=f.rating, limit=limit, exposure=exposure)
     return blocks, text
 
 
-__all__ = ["credit_file_message", "home_view", "money_text", "not_linked_view", "scope_text"]
+__all__ = [
+    "Scope",
+    "credit_file_message",
+    "home_view",
+    "money_text",
+    "not_linked_view",
+    "scope_text",
+]

@@ -13,6 +13,7 @@ import hmac
 import itertools
 import json
 import time
+import tomllib
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_futures
@@ -27,7 +28,9 @@ from sqlalchemy import select
 from starlette.testclient import TestClient
 
 from bot.http import create_app
+from bot.i18n import TEMPLATES, Translator
 from bot.slack_app import build_slack_app
+from bot.slack_home import Scope, scope_text
 from credit.settings import Settings, SlackSettings
 from credit.store.db import read_session, write_session
 from credit.store.models import (
@@ -448,3 +451,111 @@ def test_credit_without_a_customer_explains_the_usage(harness):
     _, url = harness.credit(REP, "  ")
     [answer] = harness.slack.responded(url)
     assert answer["text"].startswith("Usage: /credit CUSTOMER")
+
+
+# --- Chinese ------------------------------------------------------------------------------------
+
+
+def set_locale(harness, code: str, locale: str) -> None:
+    with write_session(harness.engine) as s:
+        s.execute(select(Person).where(Person.code == code)).scalar_one().locale = locale
+
+
+def visible_text(blocks: list[dict[str, Any]]) -> str:
+    """The text a person sees (headers, sections, context), not block ids."""
+    out = []
+    for b in blocks:
+        if "text" in b:
+            out.append(b["text"]["text"])
+        out += [e.get("text", "") for e in b.get("elements", [])]
+    return "\n".join(out)
+
+
+def test_a_zh_cn_persons_home_has_chinese_labels(harness):
+    set_locale(harness, "rep1", "zh_CN")
+    harness.open_home(REP)
+    view = harness.home(REP)
+    headers = [b["text"]["text"] for b in view["blocks"] if b["type"] == "header"]
+    assert headers == [
+        "CreditBot — Rita Rep",
+        "我的未收应收账款（按阶段）",
+        "我的到期付款承诺",
+        "我的待审批",
+    ]
+    [context] = [b for b in view["blocks"] if b["type"] == "context"]
+    assert context["elements"][0]["text"] == "范围：您的客户 · 截至 2026年11月25日"
+    # The same numbers as in English, in Chinese, with zh_CN money.
+    assert tier_lines(view) == {
+        "due_soon": "1 张发票 · ¥700.00",
+        "overdue": "3 张发票 · ¥3,500.50 + US$300.00",
+        "overdue_1m": "1 张发票 · ¥12,500.00",
+        "overdue_2_6m": "1 张发票 · ¥3,000.00",
+        "overdue_6m_plus": "0 张发票 · —",
+    }
+    most = section(view, "most_overdue")
+    assert most.startswith("*逾期最久*\n")
+    assert overdue_numbers(view) == ["I4", "I3", "I2", "I8", "I1"]
+    assert "逾期 100 天 · 有争议" in most
+    promises = section(view, "promises")
+    assert promises.startswith("7 天内到期的付款承诺：1 项\n")
+    assert "I3" in promises and "¥5,000.00" in promises
+    assert section(view, "approvals").startswith("待审批的发货申请：1 个\n")
+    shown = visible_text(view["blocks"])
+    for english in ("invoice", "Most overdue", "promise", "pending", "Scope", "as of",
+                    "disputed", "days overdue", "your customers", "My ", "due "):  # fmt: skip
+        assert english not in shown, english
+    # Other people keep their own language.
+    harness.open_home(MANAGER)
+    assert section(harness.home(MANAGER), "promises").startswith("2 promises due within 7 days")
+
+
+def test_a_zh_cn_manager_and_desk_see_their_scope_in_chinese(harness):
+    set_locale(harness, "mgr1", "zh_CN")
+    set_locale(harness, "cm1", "zh-CN")
+    harness.open_home(MANAGER)
+    harness.open_home(DESK)
+    assert "范围：N 区域 ·" in json.dumps(harness.home(MANAGER), ensure_ascii=False)
+    desk = harness.home(DESK)
+    assert "范围：全公司 ·" in json.dumps(desk, ensure_ascii=False)
+    assert section(desk, "promises").startswith("7 天内到期的付款承诺：3 项")
+    assert section(desk, "approvals").startswith("待审批的发货申请：2 个")
+
+
+def test_a_zh_cn_persons_credit_file_has_chinese_labels(harness):
+    set_locale(harness, "rep1", "zh_CN")
+    _, url = harness.credit(REP, "C1")
+    [answer] = harness.slack.responded(url)
+    blocks = answer["blocks"]
+    assert blocks[0]["text"]["text"] == "信用档案：Acme Pumps (C1)"
+    assert section(blocks, "rating") == "*信用等级：* B\n*信用额度：* ¥50,000.00"
+    assert section(blocks, "exposure") == (
+        "*风险敞口（未收应收账款）：* ¥20,100.50 + US$300.00\n*未结发票：* 7"
+    )
+    aging = section(blocks, "aging").split("\n")
+    assert aging[0] == "*账龄（逾期天数）*"
+    assert aging[1] == "• 未逾期: ¥1,100.00"
+    assert section(blocks, "status") == (
+        "*信用冻结：* 是 — invoice over 60 days\n*黑名单：* 否\n*观察期：* 是，至 2026年12月25日"
+    )
+    assert answer["text"].startswith("Acme Pumps (C1)：信用等级 B，额度 ¥50,000.00")
+
+
+def test_the_not_linked_home_is_english_and_chinese(harness):
+    harness.open_home(NOBODY)
+    text = section(harness.home(NOBODY), "not_linked")
+    assert "not linked to a CreditBot person" in text
+    assert "尚未关联 CreditBot 人员" in text
+
+
+def test_every_home_and_credit_label_is_in_both_catalogs():
+    def keys(locale: str) -> set[str]:
+        with open(TEMPLATES / "i18n" / f"{locale}.toml", "rb") as fh:
+            return {k for k in tomllib.load(fh) if k.startswith(("home_", "credit_"))}
+
+    # zh_CN would silently fall back to English for a missing key: its own file has them all
+    assert len(keys("en")) > 30 and keys("zh_CN") == keys("en")
+    scope = scope_text("regional_manager", "N")
+    assert isinstance(scope, Scope) and scope == "region N"  # English until translated
+    assert scope_text("rep", None, Translator("zh_CN")) == "您的客户"
+    assert scope_text("regional_manager", None) == "no region"
+    assert scope_text("credit_manager", None, Translator("zh_CN")) == "全公司"

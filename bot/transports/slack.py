@@ -11,6 +11,12 @@ retry handlers.
 Errors: HTTP 429 / ``ratelimited`` → ``RateLimited(Retry-After)``; the errors in ``PERMANENT``
 → ``PermanentSendError`` (``unreachable`` for those about the person); connection errors, 5xx
 and any other ``ok: false`` → ``TransientSendError``.
+
+Files (the digest chart) go up with ``upload_file``: slack_sdk's ``files_upload_v2`` asks
+``files.getUploadURLExternal`` for an upload URL, POSTs the bytes there and shares the file
+with ``files.completeUploadExternal``. That last call takes only conversation ids (``C``/``G``/
+``D``…), not user ids, so a user id is first turned into the bot's DM with
+``conversations.open``. Errors map as for ``send``; a failed POST of the bytes is transient.
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ import urllib.error
 from typing import Any
 
 from slack_sdk import WebClient
-from slack_sdk.errors import SlackApiError
+from slack_sdk.errors import SlackApiError, SlackRequestError
 
 from bot.compose import compose
 from bot.messages import Message
@@ -132,3 +138,50 @@ class SlackTransport:
             "chat_update", channel=ref["channel"], ts=ref["ts"], text=text, blocks=blocks
         )
         return {"channel": resp["channel"], "ts": resp["ts"]}
+
+    async def upload_file(
+        self,
+        ref_or_channel: dict[str, Any] | str,
+        *,
+        filename: str,
+        content: bytes,
+        title: str,
+        initial_comment: str | None = None,
+    ) -> dict[str, Any]:
+        """Upload ``content`` and share it in a conversation.
+
+        ``ref_or_channel``: a ref as ``send`` returned it (the file goes to that message's
+        channel, e.g. the DM the digest went to), a conversation id (``C…``/``G…``/``D…``) or
+        a user id (``U…``/``W…``: the bot's DM with them). Returns ``{"file_id", "channel"}``
+        and, when Slack says, the file's ``permalink``.
+        """
+        if isinstance(ref_or_channel, dict):
+            channel = str(ref_or_channel.get("channel") or "")
+        else:
+            channel = ref_or_channel or self.fallback_channel or ""
+        if not channel:
+            raise PermanentSendError("no Slack channel to upload the file to", unreachable=True)
+        if channel[0] in "UW":  # completeUploadExternal refuses user ids: open the DM
+            opened = await self._call("conversations_open", users=channel)
+            channel = opened["channel"]["id"]
+        try:
+            resp = await self._call(
+                "files_upload_v2",
+                channel=channel,
+                filename=filename,
+                content=content,
+                title=title,
+                initial_comment=initial_comment,
+            )
+        except SlackRequestError as exc:
+            # Raised by slack_sdk itself: the POST of the bytes was answered with a status
+            # other than 200 (try again), or the file is over Slack's size limit (it will not
+            # get smaller).
+            if "Maximum upload file size" in str(exc):
+                raise PermanentSendError(f"file too large: {exc}"[:300]) from exc
+            raise TransientSendError(f"file upload failed: {exc}"[:300]) from exc
+        file = resp.get("file") or {}
+        out: dict[str, Any] = {"file_id": file.get("id"), "channel": channel}
+        if file.get("permalink"):
+            out["permalink"] = file["permalink"]
+        return out

@@ -13,7 +13,14 @@
   stored in ``views`` under a new view id; a trigger is used once, else ``expired_trigger_id``)
   and ``views.update`` (a stored ``view_id``, else ``not_found``), ``views.publish`` (a known
   ``user_id`` and a ``home`` view; stored in ``home_views`` per user, the latest wins).
-  Anything else → ``unknown_method``.
+  Files, as ``files_upload_v2`` sends them: ``files.getUploadURLExternal`` (a ``filename``
+  and a ``length`` > 0; returns an ``upload_url`` on this server and a ``file_id``), a POST of
+  the bytes to that URL (no token; stored; a body of another length → HTTP 400, an URL not
+  handed out → 404) and ``files.completeUploadExternal`` (every file uploaded, else
+  ``file_not_found``; a ``channel_id`` must be a conversation id — a user id →
+  ``invalid_arguments``, as Slack's ``^[CGDZ]`` pattern — and a known one, else
+  ``channel_not_found``; the file is shared there and kept in ``files`` with its bytes, title
+  and ``initial_comment``). Anything else → ``unknown_method``.
 * Response URLs: ``response_url()`` hands out ``…/respond/N``; a POST there (JSON, as
   ``respond()`` / ``WebhookClient`` sends it, no token) is stored in ``responses`` under that
   URL and answered ``ok``; an URL not handed out → 404.
@@ -25,7 +32,10 @@
 * Blocks are checked against Slack's limits (50 blocks, 3,000 characters of section text, 25
   elements an actions block, 255-character ids, unique action ids) → ``invalid_blocks``.
 * ``script(target, *answers)``: the next calls to a channel or user answer these in order:
-  an error string (200 ``ok: false``) or an HTTP status (e.g. 500, a non-JSON body).
+  an error string (200 ``ok: false``) or an HTTP status (e.g. 500, a non-JSON body), or
+  ``RateLimit(seconds)`` (HTTP 429, ``Retry-After``, ``ratelimited``). The files methods also
+  take scripts under their method name (``script("files.getUploadURLExternal", …)``), and
+  the POST of the bytes under ``"upload"`` (HTTP statuses only: the bytes are not stored).
 * Every request is recorded (``requests``): method, params, time, HTTP status, error.
 """
 
@@ -45,7 +55,15 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-Answer = str | int
+
+@dataclass(frozen=True)
+class RateLimit:
+    """A scripted answer: HTTP 429 with ``Retry-After: retry_after`` and ``ratelimited``."""
+
+    retry_after: int
+
+
+Answer = str | int | RateLimit
 
 
 @dataclass(frozen=True)
@@ -64,6 +82,19 @@ class StoredMessage:
     text: str
     blocks: list[dict[str, Any]]
     edits: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class StoredFile:
+    id: str
+    filename: str
+    length: int
+    data: bytes | None = None
+    title: str = ""
+    channels: list[str] = field(default_factory=list)
+    initial_comment: str | None = None
+    thread_ts: str | None = None
+    alt_txt: str | None = None
 
 
 @dataclass
@@ -103,6 +134,8 @@ class FakeSlackAPI:
         self.views: dict[str, dict[str, Any]] = {}
         self.home_views: dict[str, dict[str, Any]] = {}
         self.responses: dict[str, list[dict[str, Any]]] = {}
+        self.files: dict[str, StoredFile] = {}
+        self._upload_urls: dict[str, str] = {}  # upload URL path → file id
         self._triggers_used: set[str] = set()
         self._scripts: dict[str, deque[Answer]] = defaultdict(deque)
         self._buckets: dict[str, _Bucket] = {}
@@ -182,6 +215,9 @@ class FakeSlackAPI:
         if split.path.startswith("/respond/"):
             self._handle_response_url(h, split.path)
             return
+        if split.path.startswith("/upload/"):
+            self._handle_upload(h, split.path)
+            return
         method = split.path.rsplit("/", 1)[-1]
         length = int(h.headers.get("Content-Length") or 0)
         raw = h.rfile.read(length) if length else b""
@@ -239,6 +275,33 @@ class FakeSlackAPI:
         h.end_headers()
         h.wfile.write(data)
 
+    def _handle_upload(self, h: BaseHTTPRequestHandler, path: str) -> None:
+        """The upload URL of ``files.getUploadURLExternal``: the raw bytes, no token."""
+        length = int(h.headers.get("Content-Length") or 0)
+        raw = h.rfile.read(length) if length else b""
+        with self._lock:
+            file_id = self._upload_urls.get(path)
+            stored = self.files.get(file_id) if file_id else None
+            queue = self._scripts.get("upload")
+            answer = queue.popleft() if queue else None
+            if isinstance(answer, int):
+                status, data = answer, f"fake upload answer {answer}".encode()
+            elif stored is None or h.command != "POST":
+                status, data = 404, b"not_found"
+            elif len(raw) != stored.length:
+                status, data = 400, f"length mismatch: {len(raw)} != {stored.length}".encode()
+            else:
+                stored.data = raw
+                status, data = 200, f"OK - {len(raw)}".encode()
+            params = {"url": path, "file_id": file_id, "bytes": len(raw)}
+            error = None if status == 200 else data.decode()
+            self.requests.append(Request("upload", params, self.now(), status, error))
+        h.send_response(status)
+        h.send_header("Content-Type", "text/plain")
+        h.send_header("Content-Length", str(len(data)))
+        h.end_headers()
+        h.wfile.write(data)
+
     def _check_auth(self, header: str, params: dict[str, Any]) -> None:
         token = header.removeprefix("Bearer ").strip() if header.startswith("Bearer ") else ""
         token = token or str(params.get("token") or "")
@@ -270,7 +333,69 @@ class FakeSlackAPI:
             return self._views_update(params)
         if method == "views.publish":
             return self._views_publish(params)
+        if method == "files.getUploadURLExternal":
+            return self._get_upload_url(params)
+        if method == "files.completeUploadExternal":
+            return self._complete_upload(params)
         raise _error("unknown_method")
+
+    def _get_upload_url(self, params: dict[str, Any]) -> dict[str, Any]:
+        self._scripted("files.getUploadURLExternal")
+        filename = str(params.get("filename") or "")
+        try:
+            length = int(params.get("length") or 0)
+        except (TypeError, ValueError):
+            length = 0
+        if not filename or length <= 0:
+            raise _error("invalid_arguments")
+        assert self._server is not None
+        file_id = f"F{next(self._seq):08d}"
+        path = f"/upload/v1/{file_id}-{next(self._seq)}"
+        self.files[file_id] = StoredFile(
+            file_id, filename, length, alt_txt=params.get("alt_txt") or None
+        )
+        self._upload_urls[path] = file_id
+        url = f"http://127.0.0.1:{self._server.server_address[1]}{path}"
+        return {"ok": True, "upload_url": url, "file_id": file_id}
+
+    def _complete_upload(self, params: dict[str, Any]) -> dict[str, Any]:
+        self._scripted("files.completeUploadExternal")
+        raw = params.get("files")
+        items = json.loads(raw) if isinstance(raw, str) else raw
+        if not isinstance(items, list) or not items:
+            raise _error("invalid_arguments")
+        channel = str(params.get("channel_id") or "")
+        if channel:
+            self._scripted(channel)
+            if channel[:1] not in ("C", "G", "D", "Z"):
+                raise _error("invalid_arguments")
+            channel = self._resolve(channel)
+        stored: list[StoredFile] = []
+        for item in items:
+            found = self.files.get(str(item.get("id") or ""))
+            if found is None or found.data is None:
+                raise _error("file_not_found")
+            stored.append(found)
+        comment = params.get("initial_comment") or None
+        thread_ts = params.get("thread_ts") or None
+        out = []
+        for item, f in zip(items, stored, strict=True):
+            f.title = str(item.get("title") or f.filename)
+            if channel and channel not in f.channels:
+                f.channels.append(channel)
+            f.initial_comment, f.thread_ts = comment, thread_ts
+            permalink = f"https://fake.slack.com/files/UBOT/{f.id}/{f.filename}"
+            out.append(
+                {
+                    "id": f.id,
+                    "name": f.filename,
+                    "title": f.title,
+                    "size": f.length,
+                    "channels": list(f.channels),
+                    "permalink": permalink,
+                }
+            )
+        return {"ok": True, "files": out}
 
     def _ephemeral(self, params: dict[str, Any]) -> dict[str, Any]:
         channel, user = str(params.get("channel") or ""), str(params.get("user") or "")
@@ -351,6 +476,8 @@ class FakeSlackAPI:
             queue = self._scripts.get(target)
             if queue:
                 answer = queue.popleft()
+                if isinstance(answer, RateLimit):
+                    raise _error("ratelimited", 429, **{"Retry-After": str(answer.retry_after)})
                 if isinstance(answer, int):
                     raise _Reply(answer, f"fake upstream error {answer}", {})
                 raise _error(answer)
