@@ -1,4 +1,6 @@
-# CreditBot: a slim image that migrates the database, then runs the app.
+# CreditBot: a slim image. `creditbot run` migrates the database, then runs the scheduler
+# and the outbox dispatcher; run a second container with `serve --host 0.0.0.0` for Slack's
+# HTTP requests (or add `--slack-socket-mode` to `run`). Production hardening is a later issue.
 FROM python:3.11-slim AS build
 WORKDIR /src
 COPY pyproject.toml README.md ./
@@ -16,4 +18,4 @@ COPY templates ./templates
 COPY config.example.toml ./config.example.toml
 USER creditbot
 ENTRYPOINT ["creditbot"]
-CMD ["db", "upgrade"]
+CMD ["run"]
