@@ -10,7 +10,7 @@ COPY jobs ./jobs
 RUN pip install --no-cache-dir --prefix=/install .
 
 FROM python:3.11-slim
-ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 CREDITBOT_TEMPLATES=/app/templates
 RUN useradd --create-home --uid 10001 creditbot
 COPY --from=build /install /usr/local
 WORKDIR /app

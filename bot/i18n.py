@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import tomllib
 from datetime import date
 from decimal import Decimal
@@ -12,7 +13,17 @@ from typing import Any
 from babel.dates import format_date
 from babel.numbers import format_currency
 
-TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
+
+def _templates_dir() -> Path:
+    """``$CREDITBOT_TEMPLATES``, else ``templates/`` beside the source tree (a checkout or an
+    editable install), else ``./templates`` (the container's working directory)."""
+    if os.environ.get("CREDITBOT_TEMPLATES"):
+        return Path(os.environ["CREDITBOT_TEMPLATES"])
+    beside = Path(__file__).resolve().parent.parent / "templates"
+    return beside if beside.is_dir() else Path.cwd() / "templates"
+
+
+TEMPLATES = _templates_dir()
 DEFAULT_LOCALE = "en"
 
 
