@@ -312,6 +312,14 @@ def _transports(settings, only: list[str] | None = None):  # type: ignore[no-unt
 def dispatch(
     ctx: typer.Context,
     once: Annotated[bool, typer.Option("--once", help="Send what is due now, then exit.")] = False,
+    now: Annotated[
+        bool,
+        typer.Option(
+            "--now",
+            help="Send every pending message now, ignoring send windows (audited; e.g. for "
+            "the demo outside working hours).",
+        ),
+    ] = False,
 ) -> None:
     """Send due outbox messages through the configured transports."""
     import asyncio
@@ -324,7 +332,20 @@ def dispatch(
     app_ctx = _ctx(ctx)
     settings = _settings_or_exit(app_ctx)
     _require_schema(app_ctx)
-    dispatcher = Dispatcher(app_ctx.engine, settings, _transports(settings), SystemClock())
+    if now:
+        from credit.store.db import write_session
+        from credit.store.outbox import release_pending
+
+        with write_session(app_ctx.engine) as session:
+            released = release_pending(session, _now(), actor="cli")
+        err.print(f"{released} pending message(s) released to send now", highlight=False)
+    dispatcher = Dispatcher(
+        app_ctx.engine,
+        settings,
+        _transports(settings),
+        SystemClock(),
+        respect_send_windows=not now,
+    )
     report = asyncio.run(dispatcher.drain())
     err.print(f"dispatch: {dispatch_summary(report)}", highlight=False)
 

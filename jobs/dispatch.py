@@ -72,9 +72,11 @@ class Dispatcher:
         *,
         calendar: BusinessCalendar | None = None,
         rng: random.Random | None = None,
+        respect_send_windows: bool = True,
     ) -> None:
         self.engine = engine
         self.settings = settings
+        self.respect_send_windows = respect_send_windows
         self.transports = dict(transports)
         self.clock = clock
         self.calendar = calendar or BusinessCalendar(settings.calendar.holiday_country)
@@ -149,7 +151,7 @@ class Dispatcher:
             )
             return
         zone = row.address.get("time_zone") or self.settings.calendar.timezone
-        if row.kind != "admin_alert":
+        if row.kind != "admin_alert" and self.respect_send_windows:
             opens = self.window.next_open(now, zone, self.calendar)
             if opens > now:
                 await asyncio.to_thread(

@@ -270,6 +270,29 @@ def retry(session: Session, message_id: int, now: datetime, actor: str) -> Outbo
     return row
 
 
+def release_pending(session: Session, now: datetime, actor: str) -> int:
+    """Make every pending message due now (an operator's "send it now", e.g. for the demo
+    outside working hours). Audited, even when nothing was waiting."""
+    ids = list(
+        session.execute(
+            update(OutboxMessage)
+            .where(OutboxMessage.status == "pending", OutboxMessage.next_attempt_at > now)
+            .values(next_attempt_at=now)
+            .returning(OutboxMessage.id)
+        ).scalars()
+    )
+    session.add(
+        AuditLog(
+            actor=actor,
+            action="outbox.release",
+            entity="outbox",
+            after={"messages": len(ids)},
+            at=now,
+        )
+    )
+    return len(ids)
+
+
 def list_messages(
     session: Session, status: str | None = None, limit: int = 200
 ) -> list[OutboxMessage]:
