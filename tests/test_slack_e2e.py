@@ -12,14 +12,10 @@ answers first and runs listeners in its executor; the tests wait for that work (
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
 import itertools
 import json
 import time
 from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
-from concurrent.futures import wait as wait_futures
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -51,6 +47,7 @@ from credit.store.models import (
 from jobs.clock import FakeClock
 from jobs.dispatch import Dispatcher
 from tests.fakes.slack_api import FakeSlackAPI, StoredMessage
+from tests.support.slack_requests import TrackingExecutor, slack_signature
 
 SECRET = "9e2b7c41d05f4a38b6e1c7d2a9f03b58"
 AS_OF = date(2026, 11, 25)  # a Wednesday, a working day in CN
@@ -59,25 +56,6 @@ NUMBER = "INV-2026-000123"  # 30 days overdue: enters overdue_1m today (rep + re
 SECOND = "INV-2026-000124"  # 13 days overdue: overdue, at a cadence point today (rep)
 REP, MANAGER, ADMINS, NOBODY = "UREP1", "UMGR1", ("UADM1", "UADM2"), "UNOBODY"
 REP_DM = FakeSlackAPI.dm_for(REP)
-
-
-class TrackingExecutor(ThreadPoolExecutor):
-    """Bolt's listener executor: remembers its work so a test can wait for it."""
-
-    def __init__(self) -> None:
-        super().__init__(max_workers=4)
-        self.futures: list[Future] = []
-
-    def submit(self, fn, /, *args, **kwargs):  # type: ignore[no-untyped-def,override]
-        future = super().submit(fn, *args, **kwargs)
-        self.futures.append(future)
-        return future
-
-    def drain(self, timeout: float = 10.0) -> None:
-        done, pending = wait_futures(list(self.futures), timeout=timeout)
-        assert not pending, "listeners still running"
-        for future in done:
-            future.result()
 
 
 # --- the ledger and the settings ----------------------------------------------------------------
@@ -136,11 +114,9 @@ def write_config(path: Path, api_base_url: str, token: str) -> Settings:
 
 
 def signed_headers(body: str, ts: str, secret: str = SECRET) -> dict[str, str]:
-    digest = hmac.new(secret.encode(), f"v0:{ts}:{body}".encode(), hashlib.sha256).hexdigest()
     return {
         "Content-Type": "application/x-www-form-urlencoded",
-        "X-Slack-Request-Timestamp": ts,
-        "X-Slack-Signature": f"v0={digest}",
+        **slack_signature(body, ts, secret),
     }
 
 

@@ -8,15 +8,11 @@ The expected numbers below are worked out by hand from the ledger in ``build_led
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import itertools
 import json
 import time
 import tomllib
 from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
-from concurrent.futures import wait as wait_futures
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -44,6 +40,7 @@ from credit.store.models import (
 )
 from jobs.clock import FakeClock
 from tests.fakes.slack_api import FakeSlackAPI
+from tests.support.slack_requests import TrackingExecutor, slack_signature
 
 SECRET = "0a9b8c7d6e5f40312233445566778899"
 AS_OF = date(2026, 11, 25)
@@ -51,25 +48,6 @@ NOW = datetime(2026, 11, 25, 2, 0, tzinfo=UTC)  # 10:00 in Shanghai
 REP, NORTH_REP, SOUTH_REP, MANAGER, DESK, NOBODY = (
     "UREP1", "UREP3", "UREP2", "UMGR1", "UCM1", "UNOBODY",
 )  # fmt: skip
-
-
-class TrackingExecutor(ThreadPoolExecutor):
-    """A thread pool that can wait for everything it was given (and re-raise its errors)."""
-
-    def __init__(self) -> None:
-        super().__init__(max_workers=4)
-        self.futures: list[Future] = []
-
-    def submit(self, fn, /, *args, **kwargs):  # type: ignore[no-untyped-def,override]
-        future = super().submit(fn, *args, **kwargs)
-        self.futures.append(future)
-        return future
-
-    def drain(self, timeout: float = 10.0) -> None:
-        done, pending = wait_futures(list(self.futures), timeout=timeout)
-        assert not pending, "listeners still running"
-        for future in done:
-            future.result()
 
 
 # --- the ledger -------------------------------------------------------------------------------
@@ -186,8 +164,7 @@ def build_ledger(engine) -> None:
 
 def signed_headers(body: str, ts: str | None = None, secret: str = SECRET) -> dict[str, str]:
     ts = ts or str(int(time.time()))
-    digest = hmac.new(secret.encode(), f"v0:{ts}:{body}".encode(), hashlib.sha256).hexdigest()
-    return {"X-Slack-Request-Timestamp": ts, "X-Slack-Signature": f"v0={digest}"}
+    return slack_signature(body, ts, secret)
 
 
 class Harness:

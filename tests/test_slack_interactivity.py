@@ -10,14 +10,10 @@ without sleeping, and the production ordering (ack, then work) is what runs.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import itertools
 import json
 import time
 from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
-from concurrent.futures import wait as wait_futures
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -49,31 +45,13 @@ from credit.store.models import (
 )
 from jobs.clock import FakeClock
 from tests.fakes.slack_api import FakeSlackAPI
+from tests.support.slack_requests import TrackingExecutor, slack_signature
 
 SECRET = "5c1f0e7d9a3b4c2e8f6a1d0b7e9c3a5f"
 AS_OF = date(2026, 11, 25)  # a Wednesday, a working day in CN
 NOW = datetime(2026, 11, 25, 2, 0, tzinfo=UTC)  # 10:00 in Shanghai
 NUMBER = "INV-2026-000123"
 REP, OTHER_REP, MANAGER, NOBODY = "UREP1", "UREP2", "UMGR1", "UNOBODY"
-
-
-class TrackingExecutor(ThreadPoolExecutor):
-    """A thread pool that can wait for everything it was given (and re-raise its errors)."""
-
-    def __init__(self) -> None:
-        super().__init__(max_workers=4)
-        self.futures: list[Future] = []
-
-    def submit(self, fn, /, *args, **kwargs):  # type: ignore[no-untyped-def,override]
-        future = super().submit(fn, *args, **kwargs)
-        self.futures.append(future)
-        return future
-
-    def drain(self, timeout: float = 10.0) -> None:
-        done, pending = wait_futures(list(self.futures), timeout=timeout)
-        assert not pending, "listeners still running"
-        for future in done:
-            future.result()
 
 
 # --- the ledger -------------------------------------------------------------------------------
@@ -254,8 +232,7 @@ class Harness:
 
 
 def signed_headers(body: str, ts: str, secret: str = SECRET) -> dict[str, str]:
-    digest = hmac.new(secret.encode(), f"v0:{ts}:{body}".encode(), hashlib.sha256).hexdigest()
-    return {"X-Slack-Request-Timestamp": ts, "X-Slack-Signature": f"v0={digest}"}
+    return slack_signature(body, ts, secret)
 
 
 @pytest.fixture
