@@ -194,12 +194,6 @@ def reschedule(
         s.execute(update(OutboxMessage).where(OutboxMessage.id == message_id).values(**values))
 
 
-def give_up(engine: Engine, message_id: int, status: str, reason: str, now: datetime) -> None:
-    """``failed`` (permanent platform error) or ``dead`` (out of attempts), with the reason."""
-    with write_session(engine) as s:
-        _give_up(s, message_id, status, reason, now)
-
-
 def _give_up(s: Session, message_id: int, status: str, reason: str, now: datetime) -> None:
     if status not in ("failed", "dead"):
         raise ValueError(status)
