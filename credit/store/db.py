@@ -14,7 +14,7 @@ from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
-from sqlmodel import Session
+from sqlmodel import Session, SQLModel
 
 from credit.store.models import AuditLog
 
@@ -114,6 +114,47 @@ def install_audit_guard(connection: Any) -> None:
 @event.listens_for(AuditLog.__table__, "after_create")
 def _guard_after_create(_table: Any, connection: Any, **_kw: Any) -> None:
     install_audit_guard(connection)
+
+
+# --- customers to re-examine for lifting a credit hold ---------------------------------------
+
+# An overdue item is cleared only by a change to one of these columns (or a deletion); a new
+# invoice or the passing of time can only add overdue items.
+_RECHECK_COLUMNS = ("open_amount", "disputed", "due_date", "customer_id")
+_SQLITE_RECHECK = [
+    f"""CREATE TRIGGER IF NOT EXISTS invoice_hold_recheck_update
+       AFTER UPDATE OF {", ".join(_RECHECK_COLUMNS)} ON invoice
+       WHEN {" OR ".join(f"OLD.{c} IS NOT NEW.{c}" for c in _RECHECK_COLUMNS)}
+       BEGIN INSERT OR IGNORE INTO hold_recheck (customer_id) VALUES (OLD.customer_id); END""",
+    """CREATE TRIGGER IF NOT EXISTS invoice_hold_recheck_delete AFTER DELETE ON invoice
+       BEGIN INSERT OR IGNORE INTO hold_recheck (customer_id) VALUES (OLD.customer_id); END""",
+]
+_PG_RECHECK = [
+    """CREATE OR REPLACE FUNCTION invoice_hold_recheck() RETURNS trigger AS $$
+       BEGIN
+         INSERT INTO hold_recheck (customer_id) VALUES (OLD.customer_id) ON CONFLICT DO NOTHING;
+         RETURN NULL;
+       END; $$ LANGUAGE plpgsql""",
+    "DROP TRIGGER IF EXISTS invoice_hold_recheck_update ON invoice",
+    f"""CREATE TRIGGER invoice_hold_recheck_update
+       AFTER UPDATE OF {", ".join(_RECHECK_COLUMNS)} ON invoice FOR EACH ROW
+       WHEN ({" OR ".join(f"OLD.{c} IS DISTINCT FROM NEW.{c}" for c in _RECHECK_COLUMNS)})
+       EXECUTE FUNCTION invoice_hold_recheck()""",
+    "DROP TRIGGER IF EXISTS invoice_hold_recheck_delete ON invoice",
+    """CREATE TRIGGER invoice_hold_recheck_delete AFTER DELETE ON invoice
+       FOR EACH ROW EXECUTE FUNCTION invoice_hold_recheck()""",
+]
+
+
+def install_hold_recheck(connection: Any) -> None:
+    stmts = {"sqlite": _SQLITE_RECHECK, "postgresql": _PG_RECHECK}.get(connection.dialect.name)
+    for stmt in stmts or []:
+        connection.exec_driver_sql(stmt)
+
+
+@event.listens_for(SQLModel.metadata, "after_create")
+def _recheck_after_create(_metadata: Any, connection: Any, **_kw: Any) -> None:
+    install_hold_recheck(connection)  # both tables exist once the whole schema is created
 
 
 __all__ = ["make_engine", "read_session", "write_session"]

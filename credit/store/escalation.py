@@ -12,6 +12,7 @@ once — sends nothing twice.
 from __future__ import annotations
 
 import hashlib
+import heapq
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
@@ -20,11 +21,15 @@ from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
+    Boolean,
     ColumnElement,
     Date,
     Integer,
+    String,
     and_,
     case,
+    delete,
     exists,
     func,
     insert,
@@ -33,6 +38,7 @@ from sqlalchemy import (
     not_,
     or_,
     select,
+    type_coerce,
     union,
     union_all,
     update,
@@ -47,6 +53,7 @@ from credit.settings import Settings
 from credit.store.models import (
     AuditLog,
     Customer,
+    HoldRecheck,
     Invoice,
     InvoiceAck,
     InvoiceSnooze,
@@ -55,13 +62,15 @@ from credit.store.models import (
     ScanRun,
 )
 from credit.store.sqlfuncs import days_since, unindexed
-from credit.store.types import MoneyAmount, utcnow
+from credit.store.types import utcnow
 
 REGIONAL_ROLES = frozenset({"regional_manager"})
 # credit-hold changes listed in one message (the first scan on a new ledger may change many)
 HOLD_ITEMS_LISTED = 50
 # PostgreSQL memory for the scan's sort (per transaction, SET LOCAL)
 SCAN_WORK_MEM = "128MB"
+# customers whose hold is re-examined per statement
+RECHECK_BATCH = 5000
 CREDIT_DESK_ROLE = "credit_manager"
 
 
@@ -264,93 +273,68 @@ def _at_cadence_point(
     )
 
 
-AUD_REP, AUD_REGION = 0, 1  # audience kinds; company-wide roles are 2, 3, …
-
-
 def _company_roles(tiers: TierTable) -> list[str]:
     roles = {role for t in tiers.tiers for role in t.notify} | {CREDIT_DESK_ROLE}
     return sorted(roles - {"rep"} - REGIONAL_ROLES)
 
 
-def _audience_rows(due: Any, tiers: TierTable) -> Any:
-    """Each due invoice once per *audience* that hears of it: a rep (kind 0, the rep's id),
-    a region's managers (kind 1, the region's id) or everyone with a company-wide role
-    (kind 2+, id 0). Ranking per audience, not per person, keeps the sort small: two credit
-    managers share one ranking. Disputed invoices go to the credit desk instead of the rep
-    (unless the tier tells the desk anyway). The parts are disjoint."""
-    c = due.c
-    narrow = (c.invoice_id, c.tier_no, c.currency, c.days, c.new, c.open_amount)
-    company = _company_roles(tiers)
-    parts = []
-    rep_tiers = [i for i, t in enumerate(tiers.tiers) if "rep" in t.notify]
-    if rep_tiers:
-        rep = aliased(Person)
-        parts.append(
-            select(literal(AUD_REP).label("aud_kind"), c.rep_id.label("aud_id"), *narrow)
-            .join(rep, and_(rep.id == c.rep_id, rep.active))
-            .where(c.tier_no.in_(rep_tiers), not_(c.disputed))
-        )
-    for role in sorted({r for t in tiers.tiers for r in t.notify} - {"rep"}):
-        names = [i for i, t in enumerate(tiers.tiers) if role in t.notify]
-        if role in REGIONAL_ROLES:
-            parts.append(
-                select(
-                    literal(AUD_REGION).label("aud_kind"), c.region_id.label("aud_id"), *narrow
-                ).where(c.tier_no.in_(names))
-            )
-        else:
-            parts.append(
-                select(
-                    literal(2 + company.index(role)).label("aud_kind"),
-                    literal(0).label("aud_id"),
-                    *narrow,
-                ).where(c.tier_no.in_(names))
-            )
-    # a rep who has left: their customers' rep-only reminders go to the region's managers
-    to_region = [
-        i
-        for i, t in enumerate(tiers.tiers)
-        if "rep" in t.notify and not REGIONAL_ROLES & set(t.notify)
-    ]
-    if to_region and REGIONAL_ROLES:
-        gone = aliased(Person)
-        parts.append(
-            select(literal(AUD_REGION).label("aud_kind"), c.region_id.label("aud_id"), *narrow)
-            .join(gone, and_(gone.id == c.rep_id, not_(gone.active)))
-            .where(c.tier_no.in_(to_region), not_(c.disputed))
-        )
-    to_desk = [
-        i
-        for i, t in enumerate(tiers.tiers)
-        if "rep" in t.notify and CREDIT_DESK_ROLE not in t.notify
-    ]
-    if to_desk:
-        parts.append(
-            select(
-                literal(2 + company.index(CREDIT_DESK_ROLE)).label("aud_kind"),
-                literal(0).label("aud_id"),
-                *narrow,
-            ).where(c.tier_no.in_(to_desk), c.disputed)
-        )
-    return union_all(*parts).cte("told").prefix_with("MATERIALIZED")
+class _Recipients:
+    """Who hears of a due invoice, from its tier, its customer's rep and region and whether
+    it is disputed: the rep (if active and the tier tells reps; a disputed invoice goes to the
+    credit desk instead), the region's managers and everyone with a company-wide role the
+    tier names. A rep who has left is replaced by the region's managers. Computed once per
+    distinct (tier, rep, region, disputed), not per invoice."""
 
-
-def _audience_members(session: Session, tiers: TierTable) -> dict[tuple[int, int], list[int]]:
-    """Who is in each region and company-wide audience (reps are their own audience)."""
-    company = _company_roles(tiers)
-    members: dict[tuple[int, int], list[int]] = defaultdict(list)
-    rows = session.execute(
-        select(Person.id, Person.role, Person.region_id).where(
-            Person.active, Person.role.in_([*REGIONAL_ROLES, *company])
+    def __init__(self, session: Session, tiers: TierTable) -> None:
+        self.tiers = tiers
+        # whoever a customer names as its rep, whatever their role
+        self.rep_active: dict[int, bool] = dict(
+            session.execute(select(Person.id, Person.active)).all()
         )
-    )
-    for pid, role, region_id in rows:
-        if role in REGIONAL_ROLES:
-            if region_id is not None:
-                members[(AUD_REGION, region_id)].append(pid)
-        else:
-            members[(2 + company.index(role), 0)].append(pid)
-    return members
+        self.regional: dict[int, list[int]] = defaultdict(list)
+        self.company: dict[str, list[int]] = defaultdict(list)
+        company = _company_roles(tiers)
+        rows = session.execute(
+            select(Person.id, Person.role, Person.region_id)
+            .where(Person.active, Person.role.in_([*REGIONAL_ROLES, *company]))
+            .order_by(Person.id)
+        )
+        for pid, role, region_id in rows:
+            if role in REGIONAL_ROLES:
+                if region_id is not None:
+                    self.regional[region_id].append(pid)
+            else:
+                self.company[role].append(pid)
+        self._memo: dict[tuple[int, int | None, int | None, bool], tuple[int, ...]] = {}
+
+    def of(
+        self, tier_no: int, rep_id: int | None, region_id: int | None, disputed: bool
+    ) -> tuple[int, ...]:
+        key = (tier_no, rep_id, region_id, bool(disputed))
+        found = self._memo.get(key)
+        if found is None:
+            found = self._memo[key] = self._work_out(*key)
+        return found
+
+    def _work_out(
+        self, tier_no: int, rep_id: int | None, region_id: int | None, disputed: bool
+    ) -> tuple[int, ...]:
+        notify = set(self.tiers.tiers[tier_no].notify)
+        people: list[int] = []
+        roles = notify - {"rep"}
+        if "rep" in notify:
+            if disputed:
+                roles.add(CREDIT_DESK_ROLE)
+            elif self.rep_active.get(rep_id) is True:
+                people.append(rep_id)  # type: ignore[arg-type]
+            elif self.rep_active.get(rep_id) is False:
+                roles |= REGIONAL_ROLES
+        for role in sorted(roles):
+            if role in REGIONAL_ROLES:
+                people.extend(self.regional.get(region_id, ()) if region_id is not None else ())
+            else:
+                people.extend(self.company.get(role, ()))
+        return tuple(dict.fromkeys(people))  # once each, in a stable order
 
 
 def _decimal_str(value: Decimal) -> str:
@@ -384,95 +368,93 @@ def plan_scan(session: Session, settings: Settings, as_of: date, window_days: in
         .cte("due")
         .prefix_with("MATERIALIZED")
     )
-    told = _audience_rows(due, tiers)
-    # One statement, two kinds of row: per audience, tier and currency the count and totals
-    # of every due invoice; and the lines_per_tier most overdue invoices per audience and tier.
-    rank = func.row_number().over(
-        partition_by=(told.c.aud_kind, told.c.aud_id, told.c.tier_no),
-        order_by=(told.c.days.desc(), told.c.invoice_id),
-    )
-    ranked = select(
-        told.c.aud_kind,
-        told.c.aud_id,
-        told.c.tier_no,
-        told.c.invoice_id,
-        told.c.currency,
-        rank.label("rn"),
-    ).subquery("ranked")
+    # Everyone told of an invoice is told because of its (tier, rep, region, disputed): group
+    # by those, and fan the groups out to people in Python. One statement, two kinds of row:
+    # per group and currency the count and totals of every due invoice; and per group the
+    # lines_per_tier most overdue invoices — a person's most overdue lines are among the
+    # candidates of the groups they hear of.
+    group = (due.c.rep_id, due.c.region_id, due.c.disputed, due.c.tier_no)
     totals = select(
-        told.c.aud_kind,
-        told.c.aud_id,
-        told.c.tier_no,
+        *group,
+        due.c.currency,
         literal(None, Integer).label("invoice_id"),
-        told.c.currency,
         func.count().label("n"),
-        func.sum(case((told.c.new, 1), else_=0)).label("n_new"),
-        func.sum(told.c.open_amount).label("total"),
-    ).group_by(told.c.aud_kind, told.c.aud_id, told.c.tier_no, told.c.currency)
-    top = select(
-        ranked.c.aud_kind,
-        ranked.c.aud_id,
-        ranked.c.tier_no,
-        ranked.c.invoice_id,
-        ranked.c.currency,
-        literal(None, Integer),
-        literal(None, Integer),
-        literal(None, MoneyAmount),
-    ).where(ranked.c.rn <= k)
-    both = union_all(totals, top).subquery("both")
-    # details (customer names included) for the listed lines only
-    details = [col for col in due.c if col.name not in ("invoice_id", "tier_no", "currency")]
-    stmt = (
-        select(
-            both, *details, Customer.code.label("customer"), Customer.name.label("customer_name")
-        )
-        .outerjoin(due, due.c.invoice_id == both.c.invoice_id)
-        .outerjoin(Customer, Customer.id == due.c.customer_id)
+        func.sum(case((due.c.new, 1), else_=0)).label("n_new"),
+        func.sum(type_coerce(due.c.open_amount, BigInteger)).label("cents"),
+        literal(None, Integer).label("customer_id"),
+        literal(None, String).label("number"),
+        literal(None, Date).label("due_date"),
+        literal(None, Integer).label("days"),
+        literal(None, Boolean).label("new"),
+    ).group_by(*group, due.c.currency)
+    rank = func.row_number().over(
+        partition_by=group, order_by=(due.c.days.desc(), due.c.invoice_id)
     )
+    ranked = select(due, rank.label("rn")).subquery("ranked")
+    r = ranked.c
+    top = select(
+        r.rep_id,
+        r.region_id,
+        r.disputed,
+        r.tier_no,
+        r.currency,
+        r.invoice_id,
+        literal(None, Integer),
+        literal(None, Integer),
+        type_coerce(r.open_amount, BigInteger),
+        r.customer_id,
+        r.number,
+        r.due_date,
+        r.days,
+        r.new,
+    ).where(r.rn <= k)
+    both = union_all(totals, top).subquery("both")
+    stmt = select(
+        both, Customer.code.label("customer"), Customer.name.label("customer_name")
+    ).outerjoin(Customer, Customer.id == both.c.customer_id)
 
     conn = session.connection()
     if conn.dialect.name == "postgresql":
-        # the ranking sorts every (audience, invoice) pair: keep that sort in memory
+        # the ranking sorts every due invoice: keep that sort in memory
         conn.exec_driver_sql(f"SET LOCAL work_mem = '{SCAN_WORK_MEM}'")
-    by_audience: dict[tuple[int, int, int], TierSection] = {}
-    # Core rows (no ORM layer): totals rows, and lines_per_tier lines per audience and tier
+    recipients = _Recipients(session, tiers)
+    sections: dict[tuple[int, int], TierSection] = {}
+    cents: dict[tuple[int, int], dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    candidates: dict[tuple[int, int], list[tuple]] = defaultdict(list)
+    # Core rows as plain tuples (no ORM layer, no per-row Decimal): a few per group
     for row in conn.execute(stmt).all():
-        key = (row.aud_kind, row.aud_id, row.tier_no)
-        s = by_audience.get(key)
-        if s is None:
-            tier = tiers.tiers[row.tier_no]
-            s = by_audience[key] = TierSection(tier.name, tier.action)
-        if row.invoice_id is None:
-            s.count += row.n
-            s.new_count += int(row.n_new or 0)
-            s.totals[row.currency] = s.totals.get(row.currency, Decimal("0.00")) + row.total
-        else:
-            s.lines.append(_line(row))
-
-    members = _audience_members(session, tiers)
-    sections: dict[tuple[int, str], TierSection] = {}
-    for (kind, aud_id, _), s in by_audience.items():
-        for person_id in [aud_id] if kind == AUD_REP else members.get((kind, aud_id), []):
-            mine = sections.get((person_id, s.tier))
-            if mine is None:
-                sections[(person_id, s.tier)] = s
-            else:  # one person in two audiences for a tier (a rep who is also a manager)
-                merged = TierSection(
-                    s.tier,
-                    s.action,
-                    mine.count + s.count,
-                    mine.new_count + s.new_count,
-                    dict(mine.totals),
-                    mine.lines + s.lines,
-                )
-                for cur, v in s.totals.items():
-                    merged.totals[cur] = merged.totals.get(cur, Decimal("0.00")) + v
-                sections[(person_id, s.tier)] = merged
-    people: dict[int, PersonReminder] = {}
+        rep_id, region_id, disputed, tier_no, currency, invoice_id, n, n_new, amount = row[:9]
+        people = recipients.of(tier_no, rep_id, region_id, disputed)
+        if invoice_id is not None:
+            days = row[12]
+            for person_id in people:  # compared by (days desc, invoice id) only
+                candidates[(person_id, tier_no)].append((-days, invoice_id, row))
+            continue
+        for person_id in people:
+            key = (person_id, tier_no)
+            sec = sections.get(key)
+            if sec is None:
+                tier = tiers.tiers[tier_no]
+                sec = sections[key] = TierSection(tier.name, tier.action)
+            sec.count += n
+            sec.new_count += int(n_new or 0)
+            cents[key][currency] += amount
+    for key, by_currency in cents.items():
+        sections[key].totals = {cur: _money(c) for cur, c in by_currency.items()}
+    lines: dict[int, dict[str, Any]] = {}  # one dict per invoice, shared by its readers
+    for key, found in candidates.items():
+        listed = []
+        for _, invoice_id, row in heapq.nsmallest(k, found):
+            if invoice_id not in lines:
+                lines[invoice_id] = _line(row)
+            listed.append(lines[invoice_id])
+        listed.sort(key=lambda ln: (-ln["days"], ln["number"]))
+        sections[key].lines = listed
 
     broken = _broken_promises(session, as_of, grace)
     unacked = _unacknowledged(session, tiers, as_of, window_days, grace)
     needed = {pid for pid, _ in sections} | set(broken) | set(unacked)
+    people_by_id: dict[int, PersonReminder] = {}
     for p in (
         session.execute(
             select(
@@ -482,35 +464,35 @@ def plan_scan(session: Session, settings: Settings, as_of: date, window_days: in
         if needed
         else []
     ):
-        people[p.id] = PersonReminder(p.id, p.code, p.name, p.role, p.locale, p.time_zone)
-
-    order = {name: i for i, name in enumerate(tiers.names)}
-    for s in by_audience.values():
-        s.lines.sort(key=lambda ln: (-ln["days"], ln["number"]))
-    for (person_id, _), s in sorted(sections.items(), key=lambda kv: order[kv[0][1]]):
-        del s.lines[k:]
-        people[person_id].sections.append(s)
+        people_by_id[p.id] = PersonReminder(p.id, p.code, p.name, p.role, p.locale, p.time_zone)
+    for (person_id, _), s in sorted(sections.items(), key=lambda kv: kv[0][1]):
+        people_by_id[person_id].sections.append(s)
     for person_id, items in broken.items():
-        people[person_id].broken_promises = items
+        people_by_id[person_id].broken_promises = items
     for person_id, items in unacked.items():
-        people[person_id].unacknowledged = items
-    reminders = sorted(people.values(), key=lambda r: r.code)
+        people_by_id[person_id].unacknowledged = items
+    reminders = sorted(people_by_id.values(), key=lambda r: r.code)
     return ScanPlan(as_of, window_days, reminders)
 
 
-def _line(row: Any) -> dict[str, Any]:
-    due = row.due_date
+def _money(cents: int) -> Decimal:
+    return Decimal(cents).scaleb(-2)  # as MoneyAmount reads it: exact, two decimals
+
+
+def _line(row: tuple) -> dict[str, Any]:
+    """A listed invoice, from a planning row (see ``plan_scan``)."""
+    invoice_id, amount, _, number, due, days, new, customer, customer_name = row[5], *row[8:]
     return {
-        "invoice_id": row.invoice_id,
-        "number": row.number,
-        "customer": row.customer,
-        "customer_name": row.customer_name,
-        "open_amount": str(row.open_amount),
-        "currency": row.currency,
-        "days": int(row.days),
+        "invoice_id": invoice_id,
+        "number": number,
+        "customer": customer,
+        "customer_name": customer_name,
+        "open_amount": str(_money(amount)),
+        "currency": row[4],
+        "days": int(days),
         "due_date": due.isoformat() if isinstance(due, date) else str(due),
-        "disputed": bool(row.disputed),
-        "new": bool(row.new),
+        "disputed": bool(row[2]),
+        "new": bool(new),
     }
 
 
@@ -811,24 +793,39 @@ def apply_credit_holds(
 def lift_credit_holds(
     session: Session, as_of: date, actor: str, now: datetime | None = None
 ) -> list[HoldChange]:
-    """Lift holds the scan put on once no overdue item of the customer is open."""
+    """Lift holds the scan put on once no overdue item of the customer is open.
+
+    Only customers in ``hold_recheck`` are looked at (their invoices changed since the last
+    look; see ``HoldRecheck``). They are taken off that list first: a change committed by
+    someone else after that adds the customer again for next time."""
     at = now or utcnow()
+    claimed = session.execute(delete(HoldRecheck).returning(HoldRecheck.customer_id)).all()
     overdue = exists().where(
         Invoice.customer_id == Customer.id,
         *_UNDISPUTED_OPEN,
         Invoice.due_date < literal(as_of, Date),
     )
-    rows = session.execute(
-        update(Customer)
-        .where(Customer.credit_hold.is_(True), Customer.credit_hold_source == "scan", not_(overdue))
-        .values(
-            credit_hold=False,
-            credit_hold_reason=None,
-            credit_hold_source=None,
-            credit_hold_since=None,
-        )
-        .returning(Customer.id, Customer.code, Customer.name, Customer.region_id, Customer.rep_id)
-    ).all()
+    rows = []
+    ids = sorted(c for (c,) in claimed)
+    for start in range(0, len(ids), RECHECK_BATCH):
+        rows += session.execute(
+            update(Customer)
+            .where(
+                Customer.id.in_(ids[start : start + RECHECK_BATCH]),
+                Customer.credit_hold.is_(True),
+                Customer.credit_hold_source == "scan",
+                not_(overdue),
+            )
+            .values(
+                credit_hold=False,
+                credit_hold_reason=None,
+                credit_hold_source=None,
+                credit_hold_since=None,
+            )
+            .returning(
+                Customer.id, Customer.code, Customer.name, Customer.region_id, Customer.rep_id
+            )
+        ).all()
     changes = [HoldChange(r.id, r.code, r.name, r.region_id, r.rep_id, False, None) for r in rows]
     before = {"credit_hold": True, "source": "scan"}
     after = {"credit_hold": False, "reason": "overdue items paid in full"}

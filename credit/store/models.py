@@ -243,6 +243,18 @@ class InvoiceSnooze(SQLModel, table=True):
     created_at: datetime = utc(default_factory=utcnow)
 
 
+class HoldRecheck(SQLModel, table=True):
+    """Customers whose invoices changed in a way that may let their credit hold be lifted.
+
+    Triggers on ``invoice`` (see ``credit.store.db.install_hold_recheck``) add the customer
+    when an invoice's open amount, dispute flag, due date or customer changes, or it is
+    deleted: nothing else can clear an overdue item. ``lift_credit_holds`` checks only these
+    customers and removes them, so a daily scan does not re-examine every customer on hold."""
+
+    __tablename__ = "hold_recheck"
+    customer_id: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
+
+
 class ChatInteraction(SQLModel, table=True):
     """A button press or form submission from a chat platform, stored once when processed.
 
@@ -260,3 +272,65 @@ class ChatInteraction(SQLModel, table=True):
     interaction_key: str = Field(max_length=255)
     received_at: datetime = utc(default_factory=utcnow)
     detail: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
+
+
+class TelegramLinkCode(SQLModel, table=True):
+    """A one-time code that links a Telegram chat to a person (``/start CODE``).
+
+    Made by ``creditbot people link``; redeemed once, before ``expires_at``, in a private chat
+    (``credit.store.telegram``): the chat becomes the person's ``telegram_chat_id``."""
+
+    __tablename__ = "telegram_link_code"
+    code: str = Field(primary_key=True, max_length=16)
+    person_id: int = Field(foreign_key="person.id", index=True)
+    created_at: datetime = utc(default_factory=utcnow)
+    expires_at: datetime = utc()
+    used_at: datetime | None = utc(default=None)
+    chat_id: int | None = Field(default=None, sa_type=BigInteger)
+
+
+class CallbackToken(SQLModel, table=True):
+    """What a Telegram button does, behind an opaque ``token`` (its ``callback_data``).
+
+    Telegram clients can forge ``callback_data``, so a button carries only this random token;
+    the action and the value (``INVOICE|tier``) stay here, with the chat the message went to.
+    A token is used once: ``used_at`` is set by a conditional UPDATE in the transaction that
+    acts, and ``used_by``/``used_via`` answer the next press ("already done by …")."""
+
+    __tablename__ = "telegram_callback_token"
+    token: str = Field(primary_key=True, max_length=32)
+    action: str = Field(max_length=32)
+    value: str = Field(max_length=255)
+    chat_id: int = Field(sa_type=BigInteger)
+    person_id: int | None = Field(default=None, foreign_key="person.id")
+    created_at: datetime = utc(default_factory=utcnow)
+    expires_at: datetime = utc(index=True)
+    used_at: datetime | None = utc(default=None)
+    used_by: int | None = Field(default=None, foreign_key="person.id")
+    used_via: str | None = Field(default=None, max_length=64)
+
+
+class TelegramConversation(SQLModel, table=True):
+    """A question the bot asked in a chat and waits to have answered (one per chat).
+
+    Promise to pay asks for the date, Dispute for the reason: the answer is the chat's next
+    plain text message. Kept in the database, not in the process, so any replica serving the
+    webhook can take the answer and a restart loses nothing. ``message_id`` (in the same
+    chat), ``message_html`` and ``keyboard`` are the reminder as it stood, to be edited once
+    the answer is recorded."""
+
+    __tablename__ = "telegram_conversation"
+    __table_args__ = (
+        CheckConstraint("kind IN ('promise', 'dispute')", name="ck_telegram_conversation_kind"),
+    )
+    chat_id: int = Field(
+        sa_type=BigInteger, primary_key=True, sa_column_kwargs={"autoincrement": False}
+    )
+    token: str = Field(max_length=32)
+    kind: str = Field(max_length=16)
+    person_id: int = Field(foreign_key="person.id")
+    message_id: int
+    message_html: str | None = None  # unbounded VARCHAR / TEXT
+    keyboard: list[Any] | None = Field(default=None, sa_column=Column(JSON))
+    created_at: datetime = utc(default_factory=utcnow)
+    expires_at: datetime = utc()
