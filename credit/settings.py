@@ -10,6 +10,7 @@ start-up with a ``ConfigError`` that names the key and the reason.
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from datetime import time
 from pathlib import Path
@@ -238,6 +239,50 @@ class SlackSettings(_Section):
 _SLACK_PREFIXES = {"bot_token": "xoxb-", "app_token": "xapp-"}
 
 
+_TELEGRAM_TOKEN = re.compile(r"^[0-9]{1,20}:[A-Za-z0-9_-]{20,100}$")
+_WEBHOOK_SECRET = re.compile(r"^[A-Za-z0-9_-]{1,256}$")
+
+
+class TelegramSettings(_Section):
+    # secrets: prefer the environment (CREDITBOT_TELEGRAM__BOT_TOKEN, …) to the file
+    bot_token: SecretStr = SecretStr("")  # 123456:ABC… from BotFather
+    # checked in constant time against X-Telegram-Bot-Api-Secret-Token (webhook mode)
+    webhook_secret: SecretStr = SecretStr("")
+    # PTB's base_url: the token and method are appended (a self-hosted Bot API server works)
+    api_base_url: str = "https://api.telegram.org/bot"
+    # the public HTTPS URL of /telegram/webhook, registered with setWebhook (webhook mode)
+    webhook_url: str | None = None
+    bot_username: str | None = None  # for t.me/<bot>?start=CODE links
+    link_code_ttl_minutes: int = Field(1440, ge=1, le=60 * 24 * 30)
+    # how long a button in a sent message stays usable
+    callback_ttl_days: int = Field(14, ge=1, le=365)
+    # our own pacing (PTB's AIORateLimiter does not pace private chats)
+    per_chat_interval_seconds: float = Field(1.0, ge=0)
+    group_interval_seconds: float = Field(3.0, ge=0)  # 20 a minute to a group
+    global_per_second: float = Field(25.0, gt=0, le=30)
+
+    @field_validator("api_base_url")
+    @classmethod
+    def _base_url(cls, url: str) -> str:
+        if not url.startswith(("https://", "http://")):
+            raise ValueError("must be an http(s) URL like https://api.telegram.org/bot")
+        return url.rstrip("/")
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _webhook_url(cls, url: str | None) -> str | None:
+        if url is None or not url.strip():
+            return None
+        if not url.startswith("https://"):
+            raise ValueError("Telegram only calls https:// webhooks")
+        return url.strip()
+
+    @field_validator("bot_username")
+    @classmethod
+    def _username(cls, name: str | None) -> str | None:
+        return name.strip().lstrip("@") or None if name else None
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid", frozen=True
@@ -252,6 +297,7 @@ class Settings(BaseSettings):
     reminders: ReminderSettings = Field(default_factory=ReminderSettings)
     outbox: OutboxSettings = Field(default_factory=OutboxSettings)
     slack: SlackSettings = Field(default_factory=SlackSettings)
+    telegram: TelegramSettings = Field(default_factory=TelegramSettings)
 
     @classmethod
     def settings_customise_sources(
@@ -294,6 +340,33 @@ class Settings(BaseSettings):
                 )
             elif key in _SLACK_PREFIXES and not value.startswith(_SLACK_PREFIXES[key]):
                 problems.append(f"slack.{key}: must start with {_SLACK_PREFIXES[key]}")
+        if problems:
+            raise ValueError("\n  ".join(problems))
+        return self
+
+    @model_validator(mode="after")
+    def _telegram_secrets(self) -> Settings:
+        problems = []
+        token = self.telegram.bot_token.get_secret_value()
+        if not token:
+            if "telegram" in self.outbox.channels:
+                problems.append(
+                    "telegram.bot_token: required because 'telegram' is in outbox.channels "
+                    "(set it in [telegram] or CREDITBOT_TELEGRAM__BOT_TOKEN)"
+                )
+        elif _is_placeholder(token) or not _TELEGRAM_TOKEN.match(token):
+            problems.append(
+                "telegram.bot_token: not a bot token (BotFather gives one like "
+                "123456789:AA… — digits, a colon, then letters, digits, _ and -)"
+            )
+        secret = self.telegram.webhook_secret.get_secret_value()
+        if secret and (_is_placeholder(secret) or not _WEBHOOK_SECRET.match(secret)):
+            problems.append(
+                "telegram.webhook_secret: 1–256 characters of A-Z a-z 0-9 _ - "
+                "(and not a placeholder)"
+            )
+        if self.telegram.webhook_url and not secret:
+            problems.append("telegram.webhook_secret: required when telegram.webhook_url is set")
         if problems:
             raise ValueError("\n  ".join(problems))
         return self

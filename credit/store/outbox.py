@@ -141,6 +141,7 @@ def claim(
             address: dict[str, Any] = {}
             if person is not None:
                 address = {
+                    "person_id": person.id,
                     "code": person.code,
                     "name": person.name,
                     "slack_user_id": person.slack_user_id,

@@ -7,9 +7,16 @@ from collections.abc import Iterator
 import pytest
 
 from tests.fakes.slack_api import FakeSlackAPI
+from tests.fakes.telegram_api import FakeTelegramAPI
 
 
 @pytest.fixture
 def fake_slack() -> Iterator[FakeSlackAPI]:
     with FakeSlackAPI() as api:
+        yield api
+
+
+@pytest.fixture
+def fake_telegram() -> Iterator[FakeTelegramAPI]:
+    with FakeTelegramAPI() as api:
         yield api
