@@ -182,3 +182,41 @@ def test_cli_builds_a_slack_transport_without_client_retries(tmp_path, monkeypat
     assert slack.client.base_url == "http://127.0.0.1:9/api/"
     assert slack.client.retry_handlers == []
     assert slack.fallback_channel == "C1"
+
+
+TG_TOKEN = "123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw"
+
+
+def test_telegram_as_a_channel_needs_a_bot_token(tmp_path):
+    with pytest.raises(ConfigError) as info:
+        load_settings(_write(tmp_path, '[outbox]\nchannels = ["telegram"]\n'))
+    assert "telegram.bot_token: required because 'telegram' is in outbox.channels" in str(
+        info.value
+    )
+
+
+@pytest.mark.parametrize("token", ["changeme", "AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw", "12:short"])
+def test_a_telegram_token_that_is_not_a_bot_token_is_refused_without_echoing_it(tmp_path, token):
+    with pytest.raises(ConfigError) as info:
+        load_settings(_write(tmp_path, f'[telegram]\nbot_token = "{token}"\n'))
+    message = str(info.value)
+    assert "telegram.bot_token: not a bot token" in message
+    assert token not in message
+
+
+def test_telegram_webhook_needs_https_and_a_secret_of_telegrams_alphabet(tmp_path, monkeypatch):
+    monkeypatch.setenv("CREDITBOT_TELEGRAM__BOT_TOKEN", TG_TOKEN)
+    hook = '[telegram]\nwebhook_url = "https://bot.example.com/telegram/webhook"\n'
+    with pytest.raises(ConfigError, match="webhook_secret: required when"):
+        load_settings(_write(tmp_path, hook))
+    with pytest.raises(ConfigError, match="A-Z a-z 0-9 _ -"):
+        load_settings(_write(tmp_path, hook + 'webhook_secret = "has spaces!"\n'))
+    with pytest.raises(ConfigError, match="https://"):
+        load_settings(_write(tmp_path, '[telegram]\nwebhook_url = "http://insecure/hook"\n'))
+    monkeypatch.setenv("CREDITBOT_TELEGRAM__WEBHOOK_SECRET", "s3cr3t_Value-42")
+    settings = load_settings(
+        _write(tmp_path, hook + 'api_base_url = "http://127.0.0.1:8081/bot/"\n')
+    )
+    assert settings.telegram.webhook_secret.get_secret_value() == "s3cr3t_Value-42"
+    assert settings.telegram.api_base_url == "http://127.0.0.1:8081/bot"
+    assert TG_TOKEN not in repr(settings)
