@@ -284,8 +284,9 @@ def demo(
     )
 
 
-def _transports(settings, only: list[str] | None = None):  # type: ignore[no-untyped-def]
-    """The transports for the configured channels (console, Slack; Telegram later)."""
+def _transports(settings, only: list[str] | None = None, engine=None, clock=None):  # type: ignore[no-untyped-def]
+    """The transports for the configured channels (console, Slack, Telegram). Telegram
+    stores a token per button (``engine``) whose expiry runs on ``clock``."""
     from bot.transports.console import ConsoleTransport
 
     wanted = only or settings.outbox.channels
@@ -302,6 +303,20 @@ def _transports(settings, only: list[str] | None = None):  # type: ignore[no-unt
             client = make_web_client(token, settings.slack.api_base_url)
             transports["slack"] = SlackTransport(
                 client, fallback_channel=settings.slack.fallback_channel
+            )
+        elif channel == "telegram":
+            from bot.transports.telegram import TelegramTransport
+            from credit.store.telegram import DbTokenMinter
+            from jobs.clock import SystemClock
+
+            if not settings.telegram.bot_token.get_secret_value():
+                _fail("telegram.bot_token is not set (CREDITBOT_TELEGRAM__BOT_TOKEN)")
+            if engine is None:
+                raise ValueError("the Telegram transport needs the database (callback tokens)")
+            clock = clock or SystemClock()
+            minter = DbTokenMinter(engine, clock, settings.telegram.callback_ttl_days)
+            transports["telegram"] = TelegramTransport.from_settings(
+                settings.telegram, minter=minter, clock=clock
             )
         else:
             _fail(f"channel {channel!r} is not available in this build")
@@ -342,7 +357,7 @@ def dispatch(
     dispatcher = Dispatcher(
         app_ctx.engine,
         settings,
-        _transports(settings),
+        _transports(settings, engine=app_ctx.engine),
         SystemClock(),
         respect_send_windows=not now,
     )
@@ -566,9 +581,18 @@ def run(
             "public URL.",
         ),
     ] = False,
+    telegram_polling: Annotated[
+        bool,
+        typer.Option(
+            "--telegram-polling",
+            help="Also run the Telegram bot by long polling (needs [telegram] bot_token; "
+            "not with a webhook_url): /start CODE, buttons and commands without a public URL.",
+        ),
+    ] = False,
 ) -> None:
     """Run CreditBot: migrate, then the scheduler (scan, credit-hold review, digest hook,
-    outbox dispatch) until stopped; with --slack-socket-mode, the Slack app too."""
+    outbox dispatch) until stopped; with --slack-socket-mode, the Slack app too; with
+    --telegram-polling, the Telegram bot too."""
     import asyncio
     import logging
 
@@ -585,9 +609,20 @@ def run(
         problems = socket_mode_problems(settings)
         if problems:
             _fail("; ".join(problems))
+    if telegram_polling:
+        if not settings.telegram.bot_token.get_secret_value():
+            _fail("telegram.bot_token is not set (CREDITBOT_TELEGRAM__BOT_TOKEN)")
+        if settings.telegram.webhook_url:
+            _fail(
+                "telegram.webhook_url is set: polling would delete the webhook "
+                "(unset it, or run without --telegram-polling)"
+            )
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     upgrade(app_ctx.engine)
-    runtime = Runtime(app_ctx.engine, settings, SystemClock(), _transports(settings))
+    clock = SystemClock()
+    runtime = Runtime(
+        app_ctx.engine, settings, clock, _transports(settings, engine=app_ctx.engine, clock=clock)
+    )
     install(runtime)
 
     socket = None
@@ -603,13 +638,27 @@ def run(
         except SlackApiError as exc:
             _fail(f"Slack Socket Mode: apps.connections.open failed: {exc.response.get('error')}")
 
+    telegram = None
+    if telegram_polling:
+        from bot.telegram_app import build_telegram_application
+
+        telegram = build_telegram_application(settings, app_ctx.engine, runtime.clock, polling=True)
+
     async def main() -> None:
         scheduler = build_scheduler(settings)
         scheduler.start()
         await catch_up(runtime)
         try:
+            if telegram is not None:
+                from bot.telegram_app import start_polling
+
+                await start_polling(telegram)
             await asyncio.Event().wait()
         finally:
+            if telegram is not None:
+                from bot.telegram_app import stop_polling
+
+                await stop_polling(telegram)
             scheduler.shutdown(wait=False)
 
     try:
@@ -627,9 +676,12 @@ def serve(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8080,
 ) -> None:
-    """Serve the HTTP app: Slack's requests at /slack/events, and /healthz.
+    """Serve the HTTP app: Slack's requests at /slack/events, Telegram's updates at
+    /telegram/webhook, and /healthz.
 
-    Needs [slack] bot_token and signing_secret; without them only /healthz is served.
+    /slack/events needs [slack] bot_token and signing_secret; /telegram/webhook needs
+    [telegram] bot_token and webhook_secret (and registers itself with Telegram at start-up
+    when webhook_url is set).
     """
     import uvicorn
 
@@ -646,8 +698,68 @@ def serve(
 
         slack_app = build_slack_app(app_ctx.engine, settings)
     else:
-        err.print("[slack] bot_token and signing_secret are not set: serving /healthz only")
-    uvicorn.run(create_app(slack_app), host=host, port=port, log_level="info")
+        err.print("[slack] bot_token and signing_secret are not set: no /slack/events")
+    telegram = settings.telegram
+    telegram_app = None
+    if telegram.bot_token.get_secret_value() and telegram.webhook_secret.get_secret_value():
+        from bot.telegram_app import build_telegram_application
+        from jobs.clock import SystemClock
+
+        telegram_app = build_telegram_application(settings, app_ctx.engine, SystemClock())
+    else:
+        err.print("[telegram] bot_token and webhook_secret are not set: no /telegram/webhook")
+    web = create_app(
+        slack_app,
+        telegram_app=telegram_app,
+        telegram_secret=telegram.webhook_secret.get_secret_value() or None,
+        register_telegram_webhook=telegram_app is not None and telegram.webhook_url is not None,
+        settings=settings,
+    )
+    uvicorn.run(web, host=host, port=port, log_level="info")
+
+
+people_app = typer.Typer(help="People: reps, managers, the credit desk.", no_args_is_help=True)
+app.add_typer(people_app, name="people")
+
+
+@people_app.command("link")
+def people_link(
+    ctx: typer.Context,
+    person: Annotated[str, typer.Argument(help="The person's code.")],
+) -> None:
+    """Make a one-time code that links the person's Telegram chat (/start CODE to the bot)."""
+    from datetime import timedelta
+
+    from sqlalchemy import select
+
+    from credit.store.db import write_session
+    from credit.store.models import Person
+    from credit.store.telegram import LinkError, create_link_code
+
+    app_ctx = _ctx(ctx)
+    settings = _settings_or_exit(app_ctx)
+    _require_schema(app_ctx)
+    ttl = timedelta(minutes=settings.telegram.link_code_ttl_minutes)
+    now = _now()
+    try:
+        with write_session(app_ctx.engine) as session:
+            row = session.execute(select(Person).where(Person.code == person)).scalar_one_or_none()
+            if row is None:
+                _fail(f"no person with code {person!r}")
+            code = create_link_code(session, row, now, ttl)
+            name = row.name
+    except LinkError as exc:
+        _fail(f"cannot link {person}: {exc}")
+    expires = (now + ttl).astimezone(settings.zone)
+    plain = {"highlight": False, "markup": False, "soft_wrap": True}
+    console.print(f"Telegram link code for {person} ({name}): {code}", **plain)
+    console.print(
+        f"valid once, until {expires:%Y-%m-%d %H:%M} ({settings.calendar.timezone}); "
+        f"in a private chat with the bot send: /start {code}",
+        **plain,
+    )
+    if settings.telegram.bot_username:
+        console.print(f"https://t.me/{settings.telegram.bot_username}?start={code}", **plain)
 
 
 slack_cli = typer.Typer(help="The Slack app.", no_args_is_help=True)

@@ -28,6 +28,9 @@ from credit.store.models import (
 )
 from credit.store.types import utcnow
 
+# how far ahead a promised payment date may be (from any channel)
+PROMISE_MAX_DAYS = 366
+
 
 class ActionError(ValueError):
     """The action cannot be done as asked (unknown invoice, bad date, …)."""
@@ -216,7 +219,7 @@ def promise_to_pay(
         raise ActionError(f"invoice {invoice.number} is paid; nothing to promise")
     if promised_date < today:
         raise ActionError(f"the promised date {promised_date} is in the past")
-    if promised_date > today + timedelta(days=366):
+    if promised_date > today + timedelta(days=PROMISE_MAX_DAYS):
         raise ActionError("the promised date is more than a year away")
     amount = invoice.open_amount if amount is None else amount
     if amount <= 0 or amount > invoice.open_amount:
