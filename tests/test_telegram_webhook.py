@@ -226,3 +226,55 @@ def test_a_link_through_the_webhook(tg: Harness) -> None:
         linked = select(Person.telegram_chat_id).where(Person.code == "rep3")
         assert s.execute(linked).scalar_one() == NEW_CHAT
     assert tg.texts(NEW_CHAT)[0].startswith("Welcome, Lily Link!")
+
+
+def test_the_whole_story_link_remind_promise_over_the_webhook(tg: Harness) -> None:
+    """Rita's chat is linked with a one-time code; the scan and the dispatcher (with the
+    transport ``creditbot run`` builds) send her reminder; she presses *Promise to pay* and
+    answers the date — every update posted to the webhook as Telegram would. The promise is
+    stored and the reminder edited to say so."""
+    from bot.cli import _transports
+    from credit.calendar import BusinessCalendar
+    from credit.settings import OutboxSettings, Settings
+    from credit.store.escalation import run_scan
+    from credit.store.models import PromiseToPay
+    from jobs.dispatch import Dispatcher
+    from tests.test_telegram_app import AS_OF, NOW
+
+    settings = Settings(outbox=OutboxSettings(channels=["telegram"]), telegram=tg.settings.telegram)
+    ttl = timedelta(minutes=settings.telegram.link_code_ttl_minutes)
+    with write_session(tg.engine) as s:  # Rita starts unlinked
+        rita = s.execute(select(Person).where(Person.code == "rep1")).scalar_one()
+        rita.telegram_chat_id = None
+        s.add(rita)
+        code = create_link_code(s, rita, tg.clock.now(), ttl)
+    transports = _transports(settings, engine=tg.engine, clock=tg.clock)
+    webhook = webhook_app(tg)
+
+    async def post(client: httpx.AsyncClient, update: dict[str, Any]) -> None:
+        resp = await client.post("/telegram/webhook", json=update, headers={HEADER: WEBHOOK_SECRET})
+        assert (resp.status_code, resp.json()) == (200, {"ok": True})
+
+    async def story(client: httpx.AsyncClient) -> Any:
+        await post(client, tg.fake.make_message_update(NEW_CHAT, f"/start {code}"))
+        assert run_scan(tg.engine, settings, BusinessCalendar("CN"), AS_OF, NOW).queued
+        report = await Dispatcher(tg.engine, settings, transports, tg.clock).drain()
+        assert report.errors == [] and report.sent >= 1
+        reminder = next(m for m in tg.fake.messages(NEW_CHAT) if m.reply_markup)
+        promise = Harness.button(reminder, "promise")  # the first row: the oldest invoice
+        tg.clock.advance(seconds=5)
+        pressed = tg.fake.make_callback_update(NEW_CHAT, reminder.message_id, promise)
+        await post(client, pressed)
+        await post(client, tg.fake.make_message_update(NEW_CHAT, "2026-12-04"))
+        return reminder
+
+    reminder = serve(webhook, story)
+    with read_session(tg.engine) as s:
+        kept = s.execute(select(PromiseToPay.promised_date, PromiseToPay.status)).all()
+    assert [(d.isoformat(), st) for d, st in kept] == [("2026-12-04", "open")]
+    edited = tg.fake.message(NEW_CHAT, reminder.message_id)
+    assert edited.plain.startswith(reminder.plain)
+    assert "promise to pay on Dec 4, 2026 recorded by Rita Rep" in edited.plain
+    texts = tg.texts(NEW_CHAT)
+    assert texts[0].startswith("Welcome, Rita Rep")
+    assert any("reply with the promised payment date" in t for t in texts)
