@@ -16,10 +16,11 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Any
 
-from jinja2 import Environment, FileSystemLoader, StrictUndefined
+from jinja2 import Environment
 
-from bot.i18n import TEMPLATES, Translator
+from bot.i18n import Translator
 from bot.messages import Button, Message, Section
+from bot.templating import template_env
 
 MAX_BLOCKS = 50
 MAX_SECTION_TEXT = 3000
@@ -38,15 +39,7 @@ def escape_mrkdwn(text: str) -> str:
 
 @lru_cache(maxsize=1)
 def _env() -> Environment:
-    env = Environment(
-        loader=FileSystemLoader(TEMPLATES),
-        undefined=StrictUndefined,
-        autoescape=False,
-        trim_blocks=False,
-        keep_trailing_newline=True,
-    )
-    env.filters["mrkdwn"] = escape_mrkdwn
-    return env
+    return template_env(mrkdwn=escape_mrkdwn)
 
 
 def _clip(text: str, limit: int) -> str:

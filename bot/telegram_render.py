@@ -25,11 +25,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 
-from jinja2 import Environment, FileSystemLoader, StrictUndefined
+from jinja2 import Environment
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup
 
-from bot.i18n import TEMPLATES, Translator
+from bot.i18n import Translator
 from bot.messages import Button, Message
+from bot.templating import template_env
 
 MAX_TEXT = 4096
 MAX_CAPTION = 1024
@@ -66,16 +67,7 @@ def text_length(text: str) -> int:
 
 @lru_cache(maxsize=1)
 def _env() -> Environment:
-    env = Environment(
-        loader=FileSystemLoader(TEMPLATES),
-        undefined=StrictUndefined,
-        autoescape=False,
-        trim_blocks=False,
-        keep_trailing_newline=True,
-    )
-    env.filters["html"] = escape_html
-    env.filters["oneline"] = _oneline
-    return env
+    return template_env(html=escape_html, oneline=_oneline)
 
 
 def render_text(message: Message) -> str:
