@@ -6,23 +6,18 @@ import sys
 from functools import lru_cache
 from typing import Any, TextIO
 
-from jinja2 import Environment, FileSystemLoader, StrictUndefined
+from jinja2 import Environment
 
 from bot.compose import compose
-from bot.i18n import TEMPLATES, Translator
+from bot.i18n import Translator
 from bot.messages import Message
+from bot.templating import template_env
 from bot.transports.base import Outgoing
 
 
 @lru_cache(maxsize=1)
 def _env() -> Environment:
-    return Environment(
-        loader=FileSystemLoader(TEMPLATES),
-        undefined=StrictUndefined,
-        autoescape=False,
-        trim_blocks=False,
-        keep_trailing_newline=True,
-    )
+    return template_env()
 
 
 def render_text(message: Message) -> str:
