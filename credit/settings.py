@@ -13,8 +13,9 @@ import os
 import re
 import tomllib
 from datetime import time
+from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
@@ -30,6 +31,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from credit.aging import (
     DEFAULT_BUCKET_EDGES,
+    ROLES,
     Bucket,
     Tier,
     TierConfigError,
@@ -37,6 +39,8 @@ from credit.aging import (
     default_tiers,
     make_buckets,
 )
+from credit.approval import AuthorityLevel, AuthorityMatrix, default_matrix
+from credit.money import MoneyError, parse_amount
 
 ENV_PREFIX = "CREDITBOT_"
 CONFIG_ENV = "CREDITBOT_CONFIG"
@@ -283,6 +287,112 @@ class TelegramSettings(_Section):
         return name.strip().lstrip("@") or None if name else None
 
 
+def _money_or_none(value: Any) -> Decimal | None:
+    """A money amount from TOML or the environment, exactly: ``"50,000.00"``, ``50000`` or
+    ``50000.5`` (a TOML float is read back as the digits written, never rounded)."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        raise ValueError("must be an amount, not true/false")
+    if isinstance(value, float):
+        value = Decimal(repr(value))  # the shortest text that reads back as this float
+    try:
+        return parse_amount(value)
+    except MoneyError as exc:
+        raise ValueError(str(exc)) from None
+
+
+# the customer's rep brings the risk in and never approves it (DESIGN.md §1)
+_APPROVER_ROLES = tuple(r for r in ROLES if r != "rep")
+
+
+class AuthorityLevelSettings(_Section):
+    role: str
+    # the largest amount over the limit this level may approve; leave out for no cap
+    max_excess: Decimal | None = None
+    # the largest overdue amount it may approve a shipment with; leave out for no cap
+    max_overdue: Decimal | None = None
+
+    @field_validator("role")
+    @classmethod
+    def _role(cls, role: str) -> str:
+        if role == "rep":
+            raise ValueError("a rep never approves (whoever brings the risk in never approves it)")
+        if role not in _APPROVER_ROLES:
+            raise ValueError(
+                f"unknown approver role {role!r}; roles are {', '.join(_APPROVER_ROLES)}"
+            )
+        return role
+
+    @field_validator("max_excess", "max_overdue", mode="before")
+    @classmethod
+    def _amount(cls, value: Any) -> Decimal | None:
+        amount = _money_or_none(value)
+        if amount is not None and amount < 0:
+            raise ValueError("must not be negative")
+        return amount
+
+    def to_level(self) -> AuthorityLevel:
+        return AuthorityLevel(self.role, self.max_excess, self.max_overdue)
+
+
+def _default_level_settings() -> list[AuthorityLevelSettings]:
+    return [
+        AuthorityLevelSettings(role=lv.role, max_excess=lv.max_excess, max_overdue=lv.max_overdue)
+        for lv in default_matrix().levels
+    ]
+
+
+class ApprovalSettings(_Section):
+    # True: every level below the deciding one approves first, in order
+    chain: bool = False
+    # lowest authority first; the top level has no caps
+    levels: list[AuthorityLevelSettings] = Field(default_factory=_default_level_settings)
+    # remind the pending approver after this long …
+    remind_after_hours: float = Field(4.0, gt=0)
+    # … hand the request to the next level up after this long …
+    escalate_after_hours: float = Field(24.0, gt=0)
+    # … and let it lapse (expired, the ERP told) after this long
+    expire_after_hours: float = Field(72.0, gt=0)
+
+    @field_validator("levels")
+    @classmethod
+    def _levels_form_a_matrix(
+        cls, levels: list[AuthorityLevelSettings]
+    ) -> list[AuthorityLevelSettings]:
+        try:
+            AuthorityMatrix(tuple(lv.to_level() for lv in levels))
+        except ValueError as exc:
+            raise ValueError(str(exc)) from None
+        return levels
+
+    @model_validator(mode="after")
+    def _timings(self) -> ApprovalSettings:
+        if self.expire_after_hours <= self.escalate_after_hours:
+            raise ValueError("expire_after_hours must be greater than escalate_after_hours")
+        if self.expire_after_hours <= self.remind_after_hours:
+            raise ValueError("expire_after_hours must be greater than remind_after_hours")
+        return self
+
+    @property
+    def matrix(self) -> AuthorityMatrix:
+        return AuthorityMatrix(tuple(lv.to_level() for lv in self.levels), chain=self.chain)
+
+
+class ApiSettings(_Section):
+    # how the ERP authenticates to the HTTP API (secrets: prefer the environment)
+    auth: Literal["api_key", "hmac"] = "api_key"
+    # X-API-Key values accepted (CREDITBOT_API__API_KEYS='["key1", "key2"]'); none: refuse all
+    api_keys: list[SecretStr] = Field(default_factory=list)
+    # auth = "hmac": X-Timestamp plus X-Signature: sha256=<hex of
+    # HMAC-SHA256(hmac_secret, timestamp + "." + raw body)>
+    hmac_secret: SecretStr = SecretStr("")
+    # how far X-Timestamp may be from our clock (replay protection)
+    max_clock_skew_seconds: int = Field(300, ge=1, le=3600)
+    # signs the decisions we post to the ERP's callback URL
+    callback_secret: SecretStr = SecretStr("")
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid", frozen=True
@@ -298,6 +408,8 @@ class Settings(BaseSettings):
     outbox: OutboxSettings = Field(default_factory=OutboxSettings)
     slack: SlackSettings = Field(default_factory=SlackSettings)
     telegram: TelegramSettings = Field(default_factory=TelegramSettings)
+    approvals: ApprovalSettings = Field(default_factory=ApprovalSettings)
+    api: ApiSettings = Field(default_factory=ApiSettings)
 
     @classmethod
     def settings_customise_sources(
@@ -367,6 +479,32 @@ class Settings(BaseSettings):
             )
         if self.telegram.webhook_url and not secret:
             problems.append("telegram.webhook_secret: required when telegram.webhook_url is set")
+        if problems:
+            raise ValueError("\n  ".join(problems))
+        return self
+
+    @model_validator(mode="after")
+    def _api_secrets(self) -> Settings:
+        """Placeholders are never accepted; the HMAC secret is required for auth = "hmac"."""
+        problems = []
+        for index, key in enumerate(self.api.api_keys):
+            value = key.get_secret_value()
+            if not value.strip():
+                problems.append(f"api.api_keys.{index}: empty (leave it out of the list)")
+            elif _is_placeholder(value):
+                problems.append(
+                    f"api.api_keys.{index}: looks like a placeholder, not a real key "
+                    "(generate one with python -c 'import secrets; print(secrets.token_hex())')"
+                )
+        for key in ("hmac_secret", "callback_secret"):
+            value = getattr(self.api, key).get_secret_value()
+            if value and _is_placeholder(value):
+                problems.append(f"api.{key}: looks like a placeholder, not a real secret")
+        if self.api.auth == "hmac" and not self.api.hmac_secret.get_secret_value():
+            problems.append(
+                'api.hmac_secret: required because api.auth = "hmac" '
+                "(set it in [api] or CREDITBOT_API__HMAC_SECRET)"
+            )
         if problems:
             raise ValueError("\n  ".join(problems))
         return self
