@@ -290,6 +290,8 @@ def _transports(settings, only: list[str] | None = None, engine=None, clock=None
     from bot.transports.console import ConsoleTransport
 
     wanted = only or settings.outbox.channels
+    if only is None and "erp" not in wanted:  # decisions go back to the ERP's callback URLs
+        wanted = [*wanted, "erp"]
     transports = {}
     for channel in wanted:
         if channel == "console":
@@ -318,6 +320,11 @@ def _transports(settings, only: list[str] | None = None, engine=None, clock=None
             transports["telegram"] = TelegramTransport.from_settings(
                 settings.telegram, minter=minter, clock=clock
             )
+        elif channel == "erp":
+            from bot.transports.erp import ErpTransport
+            from jobs.clock import SystemClock
+
+            transports["erp"] = ErpTransport.from_settings(settings, clock=clock or SystemClock())
         else:
             _fail(f"channel {channel!r} is not available in this build")
     return transports
@@ -708,12 +715,15 @@ def serve(
         telegram_app = build_telegram_application(settings, app_ctx.engine, SystemClock())
     else:
         err.print("[telegram] bot_token and webhook_secret are not set: no /telegram/webhook")
+    from bot.api import api_routes
+
     web = create_app(
         slack_app,
         telegram_app=telegram_app,
         telegram_secret=telegram.webhook_secret.get_secret_value() or None,
         register_telegram_webhook=telegram_app is not None and telegram.webhook_url is not None,
         settings=settings,
+        api=api_routes(app_ctx.engine, settings),
     )
     uvicorn.run(web, host=host, port=port, log_level="info")
 
@@ -760,6 +770,14 @@ def people_link(
     )
     if settings.telegram.bot_username:
         console.print(f"https://t.me/{settings.telegram.bot_username}?start={code}", **plain)
+
+
+@app.command("openapi")
+def openapi() -> None:
+    """Print the ERP API's OpenAPI document (JSON): /api/v1 and the decision callback."""
+    from bot.api import openapi_json
+
+    sys.stdout.write(openapi_json() + "\n")
 
 
 slack_cli = typer.Typer(help="The Slack app.", no_args_is_help=True)

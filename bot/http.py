@@ -15,6 +15,7 @@ health check.
   starts (lifespan) and shut down when it stops. ``register_webhook`` tells Telegram the URL
   and the secret (``setWebhook``).
 * ``GET /healthz`` → ``{"status": "ok"}``.
+* ``/api/v1/…`` → the ERP API (``bot.api.api_routes``), when given as ``api``.
 
 Bolt verifies each request (``v0=`` HMAC-SHA256 signature; timestamps more than 300 s away
 refused) and answers 401 — but it reads the timestamp with ``int()``, so a non-numeric one
@@ -29,7 +30,7 @@ from __future__ import annotations
 import hmac
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
 
@@ -39,7 +40,7 @@ from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
 if TYPE_CHECKING:
     from telegram import Bot
@@ -81,14 +82,17 @@ def create_app(
     *,
     register_telegram_webhook: bool = False,
     settings: Settings | None = None,
+    api: Sequence[BaseRoute] | None = None,
 ) -> Starlette:
     """The ASGI app; without ``slack_app`` and ``telegram_app`` only ``/healthz`` is served.
 
     ``telegram_app`` (``bot.telegram_app.build_telegram_application``) needs
     ``telegram_secret``, the webhook secret Telegram sends back in each request. With
     ``register_telegram_webhook`` (and ``settings``) the app calls ``setWebhook`` when it
-    starts (``creditbot serve`` with ``[telegram] webhook_url``)."""
-    routes = [Route("/healthz", healthz, methods=["GET"])]
+    starts (``creditbot serve`` with ``[telegram] webhook_url``). ``api``: the ERP API's
+    routes (``bot.api.api_routes``)."""
+    routes: list[BaseRoute] = [Route("/healthz", healthz, methods=["GET"])]
+    routes.extend(api or ())
     if slack_app is not None:
         bolt = slack_app
 

@@ -38,6 +38,10 @@ from jobs.pacing import Pacer
 log = logging.getLogger("creditbot.dispatch")
 
 
+# channels that are not people: no send windows
+ALWAYS_OPEN = frozenset({"erp"})
+
+
 class Clock(Protocol):
     def now(self) -> datetime: ...
 
@@ -151,7 +155,9 @@ class Dispatcher:
             )
             return
         zone = row.address.get("time_zone") or self.settings.calendar.timezone
-        if row.kind != "admin_alert" and self.respect_send_windows:
+        # send windows are for people; admin alerts and machine-to-machine calls (the ERP's
+        # decision callbacks) go at any hour
+        if row.kind != "admin_alert" and channel not in ALWAYS_OPEN and self.respect_send_windows:
             opens = self.window.next_open(now, zone, self.calendar)
             if opens > now:
                 await asyncio.to_thread(

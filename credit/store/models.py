@@ -149,6 +149,16 @@ class ShipmentRequest(SQLModel, table=True):
     decided_at: datetime | None = utc(default=None)
     expires_at: datetime | None = utc(default=None)
     version: int = 0
+    # the credit check when raised (credit.approval.CreditCheck), in the customer's currency,
+    # and the limit it was checked against: a decision after the limit changed is refused
+    limit_at_raise: Decimal | None = money(default=None)
+    exposure: Decimal | None = money(default=None)
+    excess: Decimal | None = money(default=None)
+    overdue: Decimal | None = money(default=None)
+    # who made the final decision (None: at once by policy, or expired)
+    decided_by_id: int | None = Field(default=None, foreign_key="person.id")
+    # an approved request counts against the limit until it is invoiced (shipped)
+    shipped_at: datetime | None = utc(default=None)
 
 
 class Approval(SQLModel, table=True):
