@@ -50,6 +50,7 @@ from starlette.routing import BaseRoute, Mount, Route
 
 from credit.settings import ApiSettings, Settings
 from credit.store import approvals
+from credit.store.approval_notices import notify_approvers
 from credit.store.db import read_session, write_session
 
 PREFIX = "/api/v1"
@@ -412,6 +413,7 @@ class ErpApi:
         return _json(_out(ShipmentRequestOut, shown), status, {"Location": location})
 
     def _raise(self, data: ShipmentRequestIn) -> tuple[bool, dict[str, Any]]:
+        now = self.clock.now()
         for attempt in range(2):
             try:
                 with write_session(self.engine) as s:
@@ -425,8 +427,11 @@ class ErpApi:
                         requested_by_code=data.requested_by,
                         callback_url=data.callback_url,
                         channel=CHANNEL,
-                        now=self.clock.now(),
+                        now=now,
                     )
+                    if result.created and result.status == "pending":
+                        # the approvers' cards, in the same transaction as the request
+                        notify_approvers(s, self.settings, result.request_id, now, channel=CHANNEL)
                     return result.created, approvals.get_request(s, result.request_id)
             except IntegrityError:  # the same order raised at the same moment: read it back
                 if attempt:

@@ -167,3 +167,8 @@ def _admin_alert(p: dict[str, Any], t: Translator) -> Message:
 
 
 _BUILDERS = {"reminder": _reminder, "credit_hold": _credit_hold, "admin_alert": _admin_alert}
+
+# Shipment approvals: the approver's card, its reminder, the requester's answer.
+from bot.approval_cards import BUILDERS as _APPROVAL_BUILDERS  # noqa: E402
+
+_BUILDERS.update(_APPROVAL_BUILDERS)

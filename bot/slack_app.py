@@ -13,6 +13,16 @@ request, ``process_before_response=False``), then maps the clicking Slack user t
 ``ActionError`` (a date in the past …) gets an ephemeral message. The rules live in the
 service functions, not here.
 
+Shipment approval cards (``bot.approval_cards``; the button value is ``<request id>|<level>``):
+``approve`` decides at once, ``reject`` opens a modal asking the reason, whose submission
+decides. Either calls ``credit.store.approval_notices.decide_from_card`` in one
+``write_session`` (the interaction stored in the same transaction); exactly one decision
+wins. The winner's press edits every copy of the card — on Slack and on Telegram, through
+``card_transports`` — to "Approved by NAME" / "Rejected by NAME: reason"; anyone who lost
+is told "Already decided by NAME" ephemerally (and their own card is refreshed if it still
+shows buttons); a refusal (region, authority, own request …) is ephemeral and audited; an
+expired request or a changed limit is said on every copy instead of deciding.
+
 Replays and double clicks: each interaction is stored once in ``chat_interaction``, in the
 transaction that acts on it, keyed by Slack's ``action_ts`` + user + ``action_id`` for a
 click and by the view id for a modal submission. A second delivery finds its key taken and
@@ -22,11 +32,13 @@ in an ``ActionError`` is not stored: nothing was done, so trying again is allowe
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import Executor
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any, Protocol
@@ -38,6 +50,7 @@ from sqlalchemy import Engine, select
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
+from bot.approval_cards import card_transports, press_answer, update_card_copies
 from bot.i18n import Translator
 from bot.slack_home import (
     credit_file_message,
@@ -59,8 +72,10 @@ from credit.store.actions import (
     refusal_entry,
     snooze,
 )
+from credit.store.approval_notices import CardDecision, decide_from_card, parse_card_value
+from credit.store.approvals import REASON_MAX, ApprovalError, UnknownRequest
 from credit.store.db import read_session, write_session
-from credit.store.models import AuditLog, ChatInteraction, Person, Region
+from credit.store.models import AuditLog, ChatInteraction, Customer, Person, Region, ShipmentRequest
 from credit.store.views import (
     PROMISE_HORIZON_DAYS,
     actor_of,
@@ -83,6 +98,11 @@ DISPUTE_VIEW = "creditbot_dispute"
 ACTIONS = {
     name: re.compile(rf"^{name}(:\d+)?$") for name in ("ack", "snooze", "promise", "dispute")
 }
+# shipment approval cards (bot.approval_cards): the value is ``<request id>|<level>``
+REJECT_VIEW = "creditbot_reject"
+APPROVAL_BUTTONS = {name: re.compile(rf"^{name}(:\d+)?$") for name in ("approve", "reject")}
+# opens the transports that edit every copy of a card (Slack, and Telegram when configured)
+CardTransports = Callable[[], AbstractAsyncContextManager[Mapping[str, Any]]]
 
 
 class Clock(Protocol):
@@ -170,11 +190,33 @@ def _claim(session: Session, key: str, now: datetime, detail: dict[str, Any] | N
 ServiceCall = Callable[[Session, str], ActionResult]
 
 
+@dataclass(frozen=True)
+class CardOutcome:
+    """What came of a press on a shipment approval card: ``pressed`` (``decision`` says how
+    it went: won, lost to someone, refused), ``unknown_user``, ``unknown_request``,
+    ``failed`` (``reason``) or ``duplicate``."""
+
+    kind: str
+    locale: str | None = None
+    decision: CardDecision | None = None
+    reason: str = ""
+
+
 class SlackInteractions:
     """The work behind the listeners: parse → one service call → answer on Slack."""
 
-    def __init__(self, engine: Engine, settings: Settings, client: WebClient, clock: Clock):
+    def __init__(
+        self,
+        engine: Engine,
+        settings: Settings,
+        client: WebClient,
+        clock: Clock,
+        card_transports: CardTransports | None = None,
+    ):
         self.engine, self.settings, self.client, self.clock = engine, settings, client, clock
+        self.card_transports: CardTransports = card_transports or (
+            lambda: _default_card_transports(settings, engine, clock, client)
+        )
 
     # --- time -------------------------------------------------------------------------------
 
@@ -398,6 +440,185 @@ class SlackInteractions:
             return
         self.answer(outcome, user, ref, text)
 
+    # --- shipment approval cards ----------------------------------------------------------
+
+    def decide_card(
+        self, key: str, slack_user: str, value: str, decision: str, reason: str | None = None
+    ) -> CardOutcome:
+        """One press on a card (or one Reject modal submitted): ONE transaction — the
+        interaction stored once, the Slack user mapped to a person, ``decide_from_card``."""
+        now = self._now()
+        try:
+            request_id, level = parse_card_value(value)
+        except ValueError:
+            return CardOutcome("unknown_request", self._locale_of(slack_user))
+        locale: str | None = None
+        try:
+            with write_session(self.engine) as session:
+                if not _claim(session, key, now):
+                    return CardOutcome("duplicate")
+                person = person_by_slack_id(session, slack_user)
+                if person is None:
+                    session.add(
+                        AuditLog(
+                            actor=f"slack:{slack_user}"[:100],
+                            action="slack.refused",
+                            entity="shipment_request",
+                            entity_id=str(request_id),
+                            channel=CHANNEL,
+                            at=now,
+                            after={"reason": "unknown Slack user", "action": decision},
+                        )
+                    )
+                    return CardOutcome("unknown_user")
+                locale = person.locale
+                assert person.id is not None
+                result = decide_from_card(
+                    session,
+                    self.settings,
+                    request_id=request_id,
+                    card_level=level,
+                    approver_person_id=person.id,
+                    decision=decision,
+                    reason=reason,
+                    channel=CHANNEL,
+                    now=now,
+                )
+        except UnknownRequest:
+            return CardOutcome("unknown_request", locale or self._locale_of(slack_user))
+        except ApprovalError as exc:
+            return CardOutcome("failed", locale, reason=str(exc))
+        return CardOutcome("pressed", locale, decision=result)
+
+    def answer_card(self, outcome: CardOutcome, user: str, channel: str, ts: str = "") -> None:
+        """Tell the presser what happened (ephemeral, unless their press decided it), then
+        edit every copy of the card when its outcome changed."""
+        t = Translator(outcome.locale)
+        if outcome.kind == "duplicate":
+            log.info("slack: approval press already processed; ignored")
+            return
+        text = {
+            "unknown_user": t("slack_unknown_user"),
+            "unknown_request": t("approval_unknown_request"),
+            "failed": t("slack_failed", reason=outcome.reason),
+        }.get(outcome.kind)
+        decision = outcome.decision
+        if decision is not None and not decision.result.won:
+            text = press_answer(t, decision.result)
+        if text and channel:
+            self._ephemeral(channel, user, text)
+        if decision is not None and (decision.outcome is not None or decision.expired):
+            pressed = {"channel": channel, "ts": ts} if decision.pressed_only else None
+            self.update_cards(decision, pressed)
+
+    def update_cards(self, decision: CardDecision, pressed: dict[str, Any] | None = None) -> int:
+        """Edit every copy of the decided card (and of requests expired on the way); after a
+        press that lost, only the pressed message (``pressed``), if it still needs it."""
+        if decision.pressed_only and pressed is None:
+            return 0
+
+        async def run() -> int:
+            now = self._now()
+            async with self.card_transports() as transports:
+                n = 0
+                request_id = decision.result.request_id
+                if decision.outcome is not None:
+                    n += await update_card_copies(
+                        self.engine,
+                        transports,
+                        request_id,
+                        decision.outcome,
+                        level=decision.level,
+                        only=pressed,
+                        channel=CHANNEL,
+                        now=now,
+                    )
+                for other, outcome in decision.expired.items():
+                    if other != request_id or decision.outcome is None:
+                        n += await update_card_copies(
+                            self.engine, transports, other, outcome, channel=CHANNEL, now=now
+                        )
+                return n
+
+        try:
+            return asyncio.run(run())
+        except Exception:  # the decision stands; a card left stale is logged, not raised
+            log.exception("slack: updating approval cards failed")
+            return 0
+
+    def on_approve(self, body: dict[str, Any], action: dict[str, Any]) -> CardOutcome:
+        click = Click.parse(body, action)
+        outcome = self.decide_card(click.key, click.user, str(action.get("value", "")), "approve")
+        self.answer_card(outcome, click.user, click.channel, click.ts)
+        return outcome
+
+    def open_reject_modal(self, body: dict[str, Any], action: dict[str, Any]) -> bool:
+        """Reject asks for the reason in a modal (once per click). A card already decided
+        says so instead."""
+        click = Click.parse(body, action)
+        value = str(action.get("value", ""))
+        now = self._now()
+        with write_session(self.engine) as session:
+            if not _claim(session, click.key, now, detail={**click.message_ref(), "value": value}):
+                log.info("slack: click already processed; no second modal")
+                return False
+        try:
+            request_id, _level = parse_card_value(value)
+        except ValueError:
+            request_id = 0
+        label = ""
+        with read_session(self.engine) as session:
+            person = person_by_slack_id(session, click.user)
+            t = Translator(person.locale if person else None)
+            request = session.get(ShipmentRequest, request_id) if request_id else None
+            customer = session.get(Customer, request.customer_id) if request else None
+            closed = None
+            if request is None or customer is None:
+                closed = t("approval_unknown_request")
+            elif request.status != "pending":
+                by = session.get(Person, request.decided_by_id) if request.decided_by_id else None
+                if by is not None:
+                    closed = t("approval_already_decided", name=by.name)
+                elif request.status == "expired":
+                    closed = t("approval_already_expired")
+                else:
+                    closed = t("approval_already_closed", status=request.status)
+            else:
+                label = t(
+                    "approval_modal_reason",
+                    order=request.order_ref,
+                    customer=f"{customer.name} ({customer.code})",
+                )
+        if closed is not None:
+            self._ephemeral(click.channel, click.user, closed)
+            return False
+        meta = json.dumps({"value": value, "click": click.key})
+        try:
+            self.client.views_open(trigger_id=click.trigger_id, view=reject_view(t, label, meta))
+        except SlackApiError as exc:
+            log.warning("slack: views.open failed: %s", exc.response.get("error"))
+            return False
+        return True
+
+    def on_reject_submitted(self, body: dict[str, Any], reason: str) -> CardOutcome:
+        view = body["view"]
+        meta = json.loads(view.get("private_metadata") or "{}")
+        user = str(body["user"]["id"])
+        with read_session(self.engine) as session:
+            row = session.execute(
+                select(ChatInteraction).where(
+                    ChatInteraction.platform == PLATFORM,
+                    ChatInteraction.interaction_key == str(meta.get("click", "")),
+                )
+            ).scalar_one_or_none()
+            detail = dict(row.detail or {}) if row is not None else {}
+        key = f"view:{view['id']}"
+        outcome = self.decide_card(key, user, str(meta.get("value", "")), "reject", reason)
+        self.answer_card(
+            outcome, user, str(detail.get("channel") or ""), str(detail.get("ts") or "")
+        )
+        return outcome
+
     # --- App Home and /credit (read-only) --------------------------------------------------
 
     def publish_home(self, slack_user: str) -> dict[str, Any]:
@@ -552,6 +773,20 @@ def dispute_view(t: Translator, invoice: str, meta: str) -> dict[str, Any]:
     )
 
 
+def reject_view(t: Translator, label: str, meta: str) -> dict[str, Any]:
+    """The Reject modal: the reason (required, at most ``REASON_MAX`` characters)."""
+    element = {"type": "plain_text_input", "multiline": True, "max_length": REASON_MAX}
+    return _modal(
+        t, REJECT_VIEW, t("approval_modal_title"), meta, [_input("reason", label, element)]
+    )
+
+
+def _default_card_transports(
+    settings: Settings, engine: Engine, clock: Clock, client: WebClient
+) -> AbstractAsyncContextManager[Mapping[str, Any]]:
+    return card_transports(settings, engine, clock, slack_client=client)
+
+
 def _value(view: dict[str, Any], block_id: str) -> dict[str, Any]:
     return (view.get("state", {}).get("values", {}).get(block_id) or {}).get(block_id) or {}
 
@@ -587,13 +822,16 @@ def build_slack_app(
     client: WebClient | None = None,
     clock: Clock | None = None,
     listener_executor: Executor | None = None,
+    card_transports: CardTransports | None = None,
 ) -> App:
     """The Bolt app for Slack's interactivity requests (serve it with ``bot.http``).
 
     ``client`` defaults to a non-retrying WebClient from ``[slack]`` (bot_token,
     api_base_url); the app checks the token with ``auth.test`` when it is built. ``clock``
     defaults to the system clock; ``listener_executor`` runs the listeners after Bolt has
-    answered Slack (default: Bolt's thread pool)."""
+    answered Slack (default: Bolt's thread pool); ``card_transports`` opens the transports that
+    edit every copy of a decided approval card (default: Slack through ``client``, Telegram
+    from ``[telegram]`` when configured)."""
     if clock is None:
         from jobs.clock import SystemClock
 
@@ -609,7 +847,7 @@ def build_slack_app(
         process_before_response=False,
         listener_executor=listener_executor,
     )
-    work = SlackInteractions(engine, settings, client, clock)
+    work = SlackInteractions(engine, settings, client, clock, card_transports)
 
     @app.action(ACTIONS["ack"])
     def ack_pressed(ack: Callable, body: dict, action: dict) -> None:
@@ -648,6 +886,26 @@ def build_slack_app(
         ack()
         work.on_dispute_submitted(body, reason)
 
+    @app.action(APPROVAL_BUTTONS["approve"])
+    def approve_pressed(ack: Callable, body: dict, action: dict) -> None:
+        ack()
+        work.on_approve(body, action)
+
+    @app.action(APPROVAL_BUTTONS["reject"])
+    def reject_pressed(ack: Callable, body: dict, action: dict) -> None:
+        ack()
+        work.open_reject_modal(body, action)
+
+    @app.view(REJECT_VIEW)
+    def reject_submitted(ack: Callable, body: dict, view: dict) -> None:
+        reason = (_value(view, "reason").get("value") or "").strip()
+        if not reason or len(reason) > REASON_MAX:
+            t = Translator(work._locale_of(body["user"]["id"]))
+            ack(response_action="errors", errors={"reason": t("approval_reason_missing")})
+            return
+        ack()
+        work.on_reject_submitted(body, reason)
+
     @app.event("app_home_opened")
     def home_opened(event: dict) -> None:
         if event.get("tab", "home") == "home":  # the Messages tab opens it too
@@ -661,4 +919,14 @@ def build_slack_app(
     return app
 
 
-__all__ = ["ACTIONS", "SNOOZE_DAYS", "Click", "SlackInteractions", "build_slack_app"]
+__all__ = [
+    "ACTIONS",
+    "APPROVAL_BUTTONS",
+    "REJECT_VIEW",
+    "SNOOZE_DAYS",
+    "CardOutcome",
+    "Click",
+    "SlackInteractions",
+    "build_slack_app",
+    "reject_view",
+]

@@ -25,6 +25,13 @@ polling (``creditbot run --telegram-polling``: ``start_polling``). Every update 
      ``snooze`` and edit the reminder: its text stays, a line "✓ … by NAME" is added and the
      invoice's buttons go (the other invoices' buttons stay). ``promise`` and ``dispute``
      ask for the date / the reason; the question waits in ``telegram_conversation``.
+   * A press on a shipment approval card (``approve`` / ``reject``; the token's value is
+     ``<request id>|<level>``): Approve calls ``decide_from_card`` in the press's transaction
+     and answers "Approved" — or, in an alert, "Already decided by NAME" or why the presser
+     may not decide it (audited); Reject asks for the reason in the chat (the question waits
+     in ``telegram_conversation``, kind ``dispute``: the table's check constraint knows only
+     promise and dispute) and the answer decides. A decision edits every copy of the card,
+     on Telegram and on Slack (``bot.approval_cards.update_card_copies``).
    * A plain text message answers the chat's waiting question: a date that cannot be read,
      is in the past or too far ahead is asked for again; a good answer marks the token used,
      calls ``promise_to_pay`` / ``dispute``, edits the original reminder and confirms.
@@ -72,6 +79,13 @@ from telegram.ext import (
     filters,
 )
 
+from bot.approval_cards import (
+    APPROVAL_ACTIONS,
+    REJECT,
+    card_transports,
+    press_answer,
+    update_card_copies,
+)
 from bot.i18n import Translator
 from bot.slack_home import money_text, scope_text
 from credit.aging import TierTable
@@ -86,8 +100,17 @@ from credit.store.actions import (
     refusal_entry,
     snooze,
 )
+from credit.store.approval_notices import CardDecision, decide_from_card, parse_card_value
+from credit.store.approvals import REASON_MAX, ApprovalError, UnknownRequest
 from credit.store.db import read_session, write_session
-from credit.store.models import AuditLog, CallbackToken, Person, Region
+from credit.store.models import (
+    AuditLog,
+    CallbackToken,
+    Customer,
+    Person,
+    Region,
+    ShipmentRequest,
+)
 from credit.store.telegram import (
     CHANNEL,
     Clock,
@@ -184,6 +207,8 @@ class Outcome:
     message_id: int | None = None
     html: str | None = None
     keyboard: list[Any] | None = None
+    # a shipment approval card pressed (kind ``card``): what came of it
+    card: CardDecision | None = None
 
 
 class _UnknownPresser(Exception):
@@ -468,6 +493,13 @@ class TelegramInteractions:
                 await answer(t(f"telegram_button_{outcome.reason}"), alert=True)
             elif outcome.kind == "unknown_presser":
                 await answer(t("telegram_unknown_presser"), alert=True)
+            elif outcome.kind == "card" and outcome.card is not None:
+                result = outcome.card.result
+                await answer(press_answer(t, result), alert=not result.won)
+                pressed = {"chat_id": message.chat.id, "message_id": message.message_id}
+                await self._update_cards(context, outcome.card, pressed)
+            elif outcome.kind == "card_closed":
+                await answer(outcome.reason, alert=True)
             else:  # refused, failed
                 await answer(t(f"telegram_{outcome.kind}", reason=outcome.reason), alert=True)
         finally:
@@ -498,6 +530,8 @@ class TelegramInteractions:
                     raise _UnknownPresser(token)
                 who = Who.of(person)
                 locale, t = who.locale, Translator(who.locale)
+                if token.action in APPROVAL_ACTIONS:
+                    return self._card_press(session, token, who, chat_id, message_id, now)
                 if token.action not in BUTTON_ACTIONS:
                     raise TokenRefused("unsupported", token)
                 used = token_user(session, token.token)
@@ -636,6 +670,157 @@ class TelegramInteractions:
             log.warning("telegram: editing the reminder's buttons failed: %s", exc)
         await context.bot.send_message(chat_id, outcome.line)
 
+    # --- shipment approval cards -----------------------------------------------------------------
+
+    def _card_subject(
+        self, session: Session, request_id: int
+    ) -> tuple[ShipmentRequest, str] | None:
+        request = session.get(ShipmentRequest, request_id)
+        customer = session.get(Customer, request.customer_id) if request is not None else None
+        if request is None or customer is None:
+            return None
+        return request, f"{customer.name} ({customer.code})"
+
+    def _card_press(
+        self,
+        session: Session,
+        token: CallbackToken,
+        who: Who,
+        chat_id: int,
+        message_id: int,
+        now: datetime,
+    ) -> Outcome:
+        """Approve decides at once; Reject asks for the reason first (the question waits in
+        ``telegram_conversation``, as a dispute's reason does)."""
+        t = Translator(who.locale)
+        try:
+            request_id, level = parse_card_value(token.value)
+        except ValueError:
+            raise TokenRefused("unsupported", token) from None
+        subject = self._card_subject(session, request_id)
+        if subject is None:
+            return Outcome("card_closed", who.locale, reason=t("approval_unknown_request"))
+        request, customer = subject
+        if token.action == REJECT:
+            if request.status != "pending":
+                return Outcome("card_closed", who.locale, reason=self._closed(session, t, request))
+            start_conversation(
+                session,
+                chat_id=chat_id,
+                token=token.token,
+                kind="dispute",  # the kind of question that waits for a reason in words
+                person_id=who.id,
+                message_id=message_id,
+                message_html=None,
+                keyboard=None,
+                now=now,
+            )
+            prompt = t("approval_ask_reason", order=request.order_ref, customer=customer)
+            return Outcome("asked", who.locale, prompt=prompt)
+        decision = decide_from_card(
+            session,
+            self.settings,
+            request_id=request_id,
+            card_level=level,
+            approver_person_id=who.id,
+            decision="approve",
+            channel=CHANNEL,
+            now=now,
+        )
+        return Outcome("card", who.locale, card=decision)
+
+    def _card_reason(
+        self,
+        session: Session,
+        token: CallbackToken,
+        who: Who,
+        chat_id: int,
+        text: str,
+        now: datetime,
+    ) -> Outcome:
+        """The answer to "why reject?": the rejection, decided like a press."""
+        t = Translator(who.locale)
+        try:
+            request_id, level = parse_card_value(token.value)
+        except ValueError:
+            end_conversation(session, chat_id)
+            raise TokenRefused("unsupported", token) from None
+        subject = self._card_subject(session, request_id)
+        if subject is None:
+            end_conversation(session, chat_id)
+            return Outcome("card_closed", who.locale, reason=t("approval_unknown_request"))
+        request, customer = subject
+        reason = text.strip()
+        if not reason or len(reason) > REASON_MAX:
+            prompt = t("approval_reason_missing") + "\n"
+            prompt += t("approval_ask_reason", order=request.order_ref, customer=customer)
+            return Outcome("reprompt", who.locale, prompt=prompt)
+        end_conversation(session, chat_id)
+        try:
+            decision = decide_from_card(
+                session,
+                self.settings,
+                request_id=request_id,
+                card_level=level,
+                approver_person_id=who.id,
+                decision="reject",
+                reason=reason,
+                channel=CHANNEL,
+                now=now,
+            )
+        except (UnknownRequest, ApprovalError) as exc:
+            return Outcome("card_closed", who.locale, reason=t("approval_refused", reason=exc))
+        return Outcome("card", who.locale, card=decision)
+
+    @staticmethod
+    def _closed(session: Session, t: Translator, request: ShipmentRequest) -> str:
+        by = session.get(Person, request.decided_by_id) if request.decided_by_id else None
+        if by is not None:
+            return t("approval_already_decided", name=by.name)
+        if request.status == "expired":
+            return t("approval_already_expired")
+        return t("approval_already_closed", status=request.status)
+
+    async def _update_cards(
+        self,
+        context: ContextTypes.DEFAULT_TYPE,
+        decision: CardDecision,
+        pressed: dict[str, Any] | None = None,
+    ) -> int:
+        """Edit every copy of the card (on Telegram with this bot, on Slack when configured)
+        to show what was decided; requests expired on the way too. After a press that lost,
+        only the pressed message (``pressed``), if it still needs it."""
+        if decision.outcome is None and not decision.expired:
+            return 0
+        if decision.pressed_only and pressed is None:
+            return 0
+        now = self._now()
+        request_id = decision.result.request_id
+        n = 0
+        try:
+            async with card_transports(
+                self.settings, self.engine, self.clock, telegram_bot=context.bot
+            ) as transports:
+                if decision.outcome is not None:
+                    n += await update_card_copies(
+                        self.engine,
+                        transports,
+                        request_id,
+                        decision.outcome,
+                        level=decision.level,
+                        only=pressed if decision.pressed_only else None,
+                        channel=CHANNEL,
+                        now=now,
+                    )
+                for other, outcome in decision.expired.items():
+                    if other != request_id or decision.outcome is None:
+                        n += await update_card_copies(
+                            self.engine, transports, other, outcome, channel=CHANNEL, now=now
+                        )
+        except Exception:  # the decision stands; a card left stale is logged
+            log.exception("telegram: updating approval cards failed")
+        return n
+
     # --- answers to a waiting question -----------------------------------------------------------
 
     async def on_text(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -658,6 +843,11 @@ class TelegramInteractions:
             await self._reply(message, outcome.line)
         elif outcome.kind == "already":
             await self._reply(message, t("telegram_already_done", name=outcome.name))
+        elif outcome.kind == "card" and outcome.card is not None:
+            await self._reply(message, press_answer(t, outcome.card.result))
+            await self._update_cards(context, outcome.card)
+        elif outcome.kind == "card_closed":
+            await self._reply(message, outcome.reason)
         elif outcome.kind == "bad_token":
             await self._reply(message, t(f"telegram_button_{outcome.reason}"))
         else:  # refused, failed
@@ -683,6 +873,8 @@ class TelegramInteractions:
                     end_conversation(session, chat_id)
                     return Outcome("expired", locale)
                 token = resolve_token(session, question.token, chat_id, now)
+                if token.action == REJECT:
+                    return self._card_reason(session, token, who, chat_id, text, now)
                 invoice = _invoice_of(token.value)
                 if question.kind == "promise":
                     promised, problem = _read_promise_date(t, text, today)

@@ -23,7 +23,15 @@ from jobs.triggers import DailyTrigger
 
 log = logging.getLogger("creditbot.scheduler")
 
-JOB_IDS = ("receivables_scan", "daily_digest", "outbox_dispatch", "credit_hold_review")
+JOB_IDS = (
+    "receivables_scan",
+    "daily_digest",
+    "outbox_dispatch",
+    "credit_hold_review",
+    "approval_followup",
+)
+# shipment approvals waiting for a decision: expiry, first cards, reminders, escalation
+APPROVAL_FOLLOWUP_EVERY_SECONDS = 300
 
 
 def _daily(at: time, settings: Settings) -> DailyTrigger:
@@ -31,7 +39,7 @@ def _daily(at: time, settings: Settings) -> DailyTrigger:
 
 
 def build_scheduler(settings: Settings) -> AsyncIOScheduler:
-    """An AsyncIOScheduler with CreditBot's four jobs (not started)."""
+    """An AsyncIOScheduler with CreditBot's jobs (not started)."""
     sched = AsyncIOScheduler(
         timezone=settings.zone,
         job_defaults={
@@ -76,6 +84,16 @@ def build_scheduler(settings: Settings) -> AsyncIOScheduler:
         coalesce=True,
         max_instances=1,
         misfire_grace_time=max(1, settings.schedule.dispatch_every_seconds),
+    )
+    sched.add_job(
+        tasks.approval_followup_job,
+        IntervalTrigger(seconds=APPROVAL_FOLLOWUP_EVERY_SECONDS),
+        id="approval_followup",
+        name="shipment approvals: expire, remind, escalate",
+        replace_existing=True,
+        coalesce=True,
+        max_instances=1,
+        misfire_grace_time=APPROVAL_FOLLOWUP_EVERY_SECONDS,
     )
     return sched
 

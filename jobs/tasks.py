@@ -7,7 +7,16 @@ import asyncio
 import logging
 from datetime import date
 
+from credit.store.approval_notices import (
+    FollowUp,
+    expired_outcome,
+    record_outcome,
+    remind_or_escalate,
+)
+from credit.store.approvals import expire_requests
+from credit.store.db import write_session
 from credit.store.escalation import review_credit_holds, run_scan
+from credit.store.models import ShipmentRequest
 from jobs.runtime import current
 
 log = logging.getLogger("creditbot.jobs")
@@ -53,3 +62,38 @@ async def digest_job(as_of: str | None = None) -> int:
         if asyncio.iscoroutine(result):
             await result
     return len(rt.digest_hooks)
+
+
+async def approval_followup_job() -> dict[str, object]:
+    """Shipment requests waiting for a decision: lapse the expired ones (the ERP and the
+    requester told; every copy of their cards edited to say so), make sure each pending one
+    has its cards, remind and escalate (``credit.store.approval_notices``)."""
+    from bot.approval_cards import update_card_copies
+
+    rt = current()
+    now = rt.clock.now()
+
+    def work() -> tuple[dict[int, dict[str, object]], FollowUp]:
+        with write_session(rt.engine) as session:
+            outcomes: dict[int, dict[str, object]] = {}
+            for request_id in expire_requests(session, now, rt.settings):
+                request = session.get(ShipmentRequest, request_id)
+                assert request is not None
+                outcomes[request_id] = expired_outcome(request, rt.settings)
+                record_outcome(session, request_id, outcomes[request_id])
+            return outcomes, remind_or_escalate(session, rt.settings, now)
+
+    expired, followup = await asyncio.to_thread(work)
+    updated = 0
+    for request_id, outcome in expired.items():
+        updated += await update_card_copies(
+            rt.engine, rt.transports, request_id, outcome, channel="scheduler", now=now
+        )
+    log.info("approval follow-up: expired %s, %s", sorted(expired), followup)
+    return {
+        "expired": sorted(expired),
+        "cards": followup.cards,
+        "reminders": followup.reminders,
+        "escalated": followup.escalated,
+        "cards_updated": updated,
+    }

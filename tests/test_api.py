@@ -27,7 +27,16 @@ from bot.cli import app as cli
 from bot.http import create_app
 from credit.settings import ApiSettings, Settings
 from credit.store.db import read_session
-from credit.store.models import AuditLog, Customer, HoldRecheck, Invoice, Payment, ShipmentRequest
+from credit.store.models import (
+    AuditLog,
+    Customer,
+    HoldRecheck,
+    Invoice,
+    OutboxMessage,
+    Payment,
+    Person,
+    ShipmentRequest,
+)
 from jobs.clock import FakeClock
 from tests.test_approvals_store import AS_OF, CALLBACK_SECRET, NOW, build_ledger
 
@@ -169,6 +178,23 @@ def test_a_pending_request_lists_its_approvals_and_get_shows_it(erp: Erp) -> Non
     assert data["expires_at"] == "2026-11-28T02:00:00Z"
     assert (missing.status_code, missing.json()) == (404, {"detail": "no shipment request 999"})
     assert huge.status_code == 404
+
+
+def test_a_pending_request_sends_its_cards_at_once_and_only_to_its_approvers(erp: Erp) -> None:
+    """The approvers' cards are queued with the request (same transaction), not at the next
+    follow-up run: the North customer's 30,000 excess is the North manager's to decide."""
+    over = {**GOOD, "customer_code": "OVER", "amount": "40000.00", "order_ref": "SO-9"}
+    within = {**GOOD, "order_ref": "SO-10", "amount": "10.00"}
+    assert [r.status_code for r in erp.call(("POST", URL, keyed(over)))] == [201]
+    assert [r.status_code for r in erp.call(("POST", URL, keyed(within)))] == [201]
+    with read_session(erp.engine) as s:
+        cards = s.execute(
+            select(Person.code, OutboxMessage.idempotency_key)
+            .join(Person, Person.id == OutboxMessage.recipient_id)
+            .where(OutboxMessage.kind == "approval_card")
+        ).all()
+    assert [code for code, _ in cards] == ["rmn"]
+    assert cards[0][1].startswith("approval_card:1:0:")
 
 
 def test_the_same_order_again_is_idempotent_and_another_amount_conflicts(erp: Erp) -> None:
