@@ -9,17 +9,13 @@ import asyncio
 import hashlib
 import hmac
 import json
-import socket
-from collections.abc import Awaitable, Callable
 from decimal import Decimal
 from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from pydantic import SecretStr
 from sqlalchemy import Engine, func, select
-from starlette.applications import Starlette
 from typer.testing import CliRunner
 
 from bot.api import api_routes, openapi_document
@@ -38,6 +34,7 @@ from credit.store.models import (
     ShipmentRequest,
 )
 from jobs.clock import FakeClock
+from tests.support.asgi import serve
 from tests.test_approvals_store import AS_OF, CALLBACK_SECRET, NOW, build_ledger
 
 API_KEY = "k3y-for-the-erp-7f1c9a2b4d"
@@ -50,31 +47,6 @@ GOOD = {"customer_code": "GOOD", "order_ref": "SO-1", "amount": "125000.00", "cu
 def api_settings(**api: Any) -> Settings:
     api.setdefault("api_keys", [SecretStr(OTHER_KEY), SecretStr(API_KEY)])
     return Settings(api=ApiSettings(callback_secret=SecretStr(CALLBACK_SECRET), **api))
-
-
-def serve(app: Starlette, body: Callable[[httpx.AsyncClient], Awaitable[Any]]) -> Any:
-    """Serve ``app`` with uvicorn on a free local port while ``body`` talks to it."""
-
-    async def main() -> Any:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-        server = uvicorn.Server(uvicorn.Config(app, lifespan="on", log_level="warning"))
-        task = asyncio.create_task(server.serve(sockets=[sock]))
-        try:
-            while not server.started:
-                if task.done():
-                    task.result()
-                    raise AssertionError("uvicorn stopped during start-up")
-                await asyncio.sleep(0)
-            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
-                return await body(client)
-        finally:
-            server.should_exit = True
-            await task
-            sock.close()
-
-    return asyncio.run(main())
 
 
 class Erp:

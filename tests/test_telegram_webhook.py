@@ -12,14 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from sqlalchemy import Engine, func, select
 from starlette.applications import Starlette
 
@@ -28,6 +26,7 @@ from bot.telegram_app import build_telegram_application
 from credit.store.db import read_session, write_session
 from credit.store.models import ChatInteraction, Person
 from credit.store.telegram import create_link_code
+from tests.support.asgi import serve
 from tests.test_telegram_app import REP_CHAT, STRANGER, WEBHOOK_SECRET, Harness, telegram_harness
 
 HEADER = "X-Telegram-Bot-Api-Secret-Token"
@@ -44,31 +43,6 @@ def ptb_timedelta(monkeypatch: pytest.MonkeyPatch) -> None:
 def tg(engine: Engine) -> Iterator[Harness]:
     with telegram_harness(engine, webhook_url=WEBHOOK_URL) as harness:
         yield harness
-
-
-def serve(app: Starlette, body: Callable[[httpx.AsyncClient], Awaitable[Any]]) -> Any:
-    """Serve ``app`` with uvicorn on a free local port while ``body`` talks to it."""
-
-    async def main() -> Any:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-        server = uvicorn.Server(uvicorn.Config(app, lifespan="on", log_level="warning"))
-        task = asyncio.create_task(server.serve(sockets=[sock]))
-        try:
-            while not server.started:  # start-up (the lifespan's getMe) runs in this loop
-                if task.done():
-                    task.result()
-                    raise AssertionError("uvicorn stopped during start-up")
-                await asyncio.sleep(0)
-            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
-                return await body(client)
-        finally:
-            server.should_exit = True
-            await task
-            sock.close()
-
-    return asyncio.run(main())
 
 
 def webhook_app(tg: Harness) -> Starlette:

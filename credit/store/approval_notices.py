@@ -51,6 +51,7 @@ from credit.store.approvals import (
     LIMIT_CHANGED,
     DecisionResult,
     UnknownRequest,
+    approval_rows,
     decide,
     expire_requests,
 )
@@ -106,21 +107,10 @@ class _Pending:
         return {r.approver_id for r in self.rows if r.decision is not None and r.approver_id}
 
 
-def _approval_rows(session: Session, request_id: int) -> list[Approval]:
-    return list(
-        session.execute(
-            select(Approval)
-            .where(Approval.request_id == request_id)
-            .order_by(Approval.level)
-            .execution_options(populate_existing=True)
-        ).scalars()
-    )
-
-
 def _load(session: Session, request: ShipmentRequest, matrix: AuthorityMatrix) -> _Pending | None:
     if request.status != Status.PENDING.value:
         return None
-    rows = _approval_rows(session, request.id)  # type: ignore[arg-type]
+    rows = approval_rows(session, request.id)  # type: ignore[arg-type]
     current = next((r for r in rows if r.decision is None), None)
     if current is None:
         return None
@@ -237,7 +227,7 @@ def card_payload(
         raise UnknownRequest(f"no shipment request {request_id}")
     customer = session.get(Customer, request.customer_id)
     assert customer is not None
-    rows = _approval_rows(session, request_id)
+    rows = approval_rows(session, request_id)
     current = next((r for r in rows if r.decision is None), rows[-1] if rows else None)
     requester = session.get(Person, request.requested_by_id) if request.requested_by_id else None
     as_of = now.astimezone(settings.zone).date()
@@ -735,7 +725,7 @@ def decided_outcome(
 
 
 def _level_outcome(session: Session, request_id: int, level: int) -> dict[str, Any] | None:
-    rows = _approval_rows(session, request_id)
+    rows = approval_rows(session, request_id)
     signed = next((r for r in rows if r.level == level and r.decision is not None), None)
     if signed is None:
         return None
@@ -783,7 +773,7 @@ def decide_from_card(
     assert request is not None
     person = session.get(Person, approver_person_id)
     name = person.name if person else None
-    rows = _approval_rows(session, request_id)
+    rows = approval_rows(session, request_id)
     signed = next(
         (r for r in rows if r.level == card_level and r.decision is not None and r.approver_id),
         None,
@@ -841,7 +831,7 @@ def decide_from_card(
         record_outcome(session, request_id, outcome)
         return CardDecision(result, outcome, None, approver_name=name)
     if result.won:  # a chain level signed: its cards say so, the next level is asked
-        rows = _approval_rows(session, request_id)
+        rows = approval_rows(session, request_id)
         signed_row = next(r for r in rows if r.level == result.level)
         waiting = next((r for r in rows if r.decision is None), None)
         outcome = {

@@ -511,7 +511,8 @@ def _fresh_request(session: Session, request_id: int) -> ShipmentRequest | None:
     ).scalar_one_or_none()
 
 
-def _approvals(session: Session, request_id: int) -> list[Approval]:
+def approval_rows(session: Session, request_id: int) -> list[Approval]:
+    """The request's approval rows, lowest level first, freshly read."""
     return list(
         session.execute(
             select(Approval)
@@ -532,7 +533,7 @@ def _who_decided(session: Session, request: ShipmentRequest, level: int | None) 
     still pending in a chain) whoever signed ``level``."""
     if request.decided_by_id:
         return _name(session, request.decided_by_id)
-    for row in _approvals(session, request.id):  # type: ignore[arg-type]
+    for row in approval_rows(session, request.id):  # type: ignore[arg-type]
         if row.level == level and row.approver_id:
             return _name(session, row.approver_id)
     return None
@@ -567,7 +568,7 @@ def decide(
     assert customer is not None  # foreign key
     person = session.get(Person, approver_person_id)
     actor = person.code if person else f"person:{approver_person_id}"
-    rows = _approvals(session, request_id)
+    rows = approval_rows(session, request_id)
     current = next((r for r in rows if r.decision is None), None)
     level = current.level if current else None
 
@@ -765,7 +766,7 @@ def get_request(session: Session, request_id: int) -> dict[str, Any]:
         raise UnknownRequest(f"no shipment request {request_id}")
     customer = session.get(Customer, request.customer_id)
     assert customer is not None
-    rows = _approvals(session, request_id)
+    rows = approval_rows(session, request_id)
     people_ids = {r.approver_id for r in rows} | {request.requested_by_id, request.decided_by_id}
     people = {
         p.id: p
