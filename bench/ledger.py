@@ -1,8 +1,9 @@
 """A large generated ledger, written by the database itself (INSERT … SELECT), for benchmarks.
 
 Default size: 1,000,000 open invoices, 100,000 customers, 1,000 reps in 10 regions, plus a
-regional manager per region, two credit managers and a legal officer. Due dates spread from
-400 days overdue to 60 days ahead of the as-of date, so every tier is well filled.
+regional manager per region (``managers_per_region``), two credit managers and a legal
+officer. Due dates spread from 400 days overdue to 60 days ahead of the as-of date, so every
+tier is well filled.
 """
 
 from __future__ import annotations
@@ -23,6 +24,9 @@ class LedgerSize:
     customers: int = 100_000
     reps: int = 1_000
     regions: int = 10
+    # regional managers per region (the digest benchmark has 10: 100 managers); in each region
+    # the extra ones alternate Simplified Chinese and English
+    managers_per_region: int = 1
 
 
 def _series(dialect: str, n: int) -> str:
@@ -57,6 +61,20 @@ def build(engine: Engine, as_of: date, size: LedgerSize = LedgerSize()) -> None:
         f"INSERT INTO person (id, code, name, role, region_id, locale, time_zone, active) "
         f"SELECT s.i, 'RM' || s.i, 'Manager ' || s.i, 'regional_manager', s.i, 'en', "
         f"'Asia/Shanghai', {true_} FROM {_series(d, size.regions)}",
+        # more regional managers: ids after the reps, codes RM<region>-<n>
+        *(
+            [
+                f"INSERT INTO person (id, code, name, role, region_id, locale, time_zone, active) "
+                f"SELECT {100 + size.reps} + s.i, 'RM' || (1 + s.i % {size.regions}) || '-' || "
+                f"(1 + (s.i - 1) / {size.regions} + 1), 'Manager ' || s.i, 'regional_manager', "
+                f"1 + s.i % {size.regions}, "
+                f"CASE WHEN ((s.i - 1) / {size.regions}) % 2 = 0 THEN 'zh_CN' ELSE 'en' END, "
+                f"'Asia/Shanghai', {true_} "
+                f"FROM {_series(d, size.regions * (size.managers_per_region - 1))}"
+            ]
+            if size.managers_per_region > 1
+            else []
+        ),
         # desk people
         f"INSERT INTO person (id, code, name, role, region_id, locale, time_zone, active) "
         f"VALUES ({size.regions + 1}, 'CM1', 'Credit 1', 'credit_manager', NULL, 'en', "

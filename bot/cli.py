@@ -237,6 +237,38 @@ def import_(
     )
 
 
+DEMO_CHART = "demo-digest.png"
+
+
+def _demo_chart(app_ctx: AppContext, settings, day: date, path: Path) -> None:  # type: ignore[no-untyped-def]
+    """The company digest's chart of ``day`` (the credit desk's), written to ``path``."""
+    from bot.charts import aging_chart
+    from credit.calendar import BusinessCalendar
+    from credit.store.db import read_session
+    from credit.store.digest import build_digests
+
+    with read_session(app_ctx.engine) as session:
+        digests = build_digests(
+            session,
+            settings,
+            day,
+            _digest_moment(settings, day),
+            calendar=BusinessCalendar(settings.calendar.holiday_country),
+        )
+    company = next((d for d in digests if d.scope == "company"), None)
+    if company is None:
+        err.print("no company-wide digest (no credit desk in [digest] company_roles): no chart")
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(aging_chart(company.payload))
+    console.print(
+        f"[bold]Company digest chart[/bold] ({company.payload['recipient']['name']}'s digest) "
+        f"written to {path}",
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
 @app.command("demo")
 def demo(
     ctx: typer.Context,
@@ -244,8 +276,17 @@ def demo(
         str | None, typer.Option("--as-of", help="Business date YYYY-MM-DD (default: today).")
     ] = None,
     seed: Annotated[int, typer.Option(help="Random seed for the generated ledger.")] = 7,
+    chart: Annotated[
+        Path | None,
+        typer.Option(
+            "--chart",
+            help=f"Where to write the company digest's aging chart (PNG; default: "
+            f"{DEMO_CHART} next to the database).",
+        ),
+    ] = None,
 ) -> None:
-    """Create a fresh demo database and show what today's scan would send to each person."""
+    """Create a fresh demo database and show what today's scan would send to each person,
+    and write the company digest's aging chart as a PNG."""
     from sqlalchemy.engine import make_url
 
     from bot.console import print_plan
@@ -277,11 +318,89 @@ def demo(
         f"[bold]What the scan sends on {day.isoformat()}[/bold] (cadence window {window} day(s))"
     )
     print_plan(console, plan.reminders, settings.tier_table)
+    _demo_chart(app_ctx, settings, day, chart or Path(url.database or ".").parent / DEMO_CHART)
     console.print(
         "\nNext: [bold]creditbot scan[/bold] queues these messages, "
         "[bold]creditbot dispatch --once[/bold] prints them, "
         "[bold]creditbot outbox[/bold] lists the queue."
     )
+
+
+class DigestTarget(StrEnum):
+    console = "console"
+    file = "file"
+
+
+def _digest_moment(settings, day: date):  # type: ignore[no-untyped-def]
+    """When the digest of ``day`` runs (``[schedule] digest_at``), or now if that is later."""
+    from datetime import datetime
+
+    at = datetime.combine(day, settings.schedule.digest_at, settings.zone)
+    return min(_now(), at)
+
+
+def _safe_name(code: str) -> str:
+    """A person code as a file name (anything but letters, digits, ``.``, ``_``, ``-`` → ``_``)."""
+    import re
+
+    return re.sub(r"[^A-Za-z0-9._-]", "_", code).lstrip(".") or "_"
+
+
+@app.command("digest")
+def digest_cmd(
+    ctx: typer.Context,
+    as_of: Annotated[
+        str | None, typer.Option("--as-of", help="Business date YYYY-MM-DD (default: today).")
+    ] = None,
+    to: Annotated[
+        DigestTarget,
+        typer.Option("--to", help="console: print each digest; file: write them into DIR."),
+    ] = DigestTarget.console,
+    directory: Annotated[
+        Path,
+        typer.Argument(help="With --to file: where to write <person>.txt and <person>.png."),
+    ] = Path("digests"),
+) -> None:
+    """Render every digest of a date (text and aging chart) without sending anything.
+
+    --to console prints each digest as the console channel shows it, with its chart's size;
+    --to file writes DIR/<person code>.txt and DIR/<person code>.png. Nothing is queued and
+    no snapshot is written (`creditbot run` sends the digests at [schedule] digest_at).
+    """
+    from bot.charts import aging_chart, chart_filename
+    from bot.compose import compose
+    from bot.transports.console import render_text
+    from credit.calendar import BusinessCalendar
+    from credit.store.db import read_session
+    from credit.store.digest import build_digests
+
+    app_ctx = _ctx(ctx)
+    settings = _settings_or_exit(app_ctx)
+    day = _parse_date(as_of) if as_of else _today(settings)
+    _require_schema(app_ctx)
+    calendar = BusinessCalendar(settings.calendar.holiday_country)
+    with read_session(app_ctx.engine) as session:
+        digests = build_digests(
+            session, settings, day, _digest_moment(settings, day), calendar=calendar
+        )
+    if to is DigestTarget.file:
+        directory.mkdir(parents=True, exist_ok=True)
+    plain = {"highlight": False, "markup": False, "soft_wrap": True}
+    for d in digests:
+        payload = d.payload
+        text = render_text(compose(payload))
+        png = aging_chart(payload)
+        if to is DigestTarget.console:
+            recipient = payload["recipient"]
+            console.print(f"\n>>> {recipient['name']} ({d.code}, {d.scope})", **plain)
+            console.print(text, **plain)
+            console.print(f"[chart: {chart_filename(payload)}, {len(png)} bytes]", **plain)
+        else:
+            name = _safe_name(d.code)
+            (directory / f"{name}.txt").write_text(text, encoding="utf-8")
+            (directory / f"{name}.png").write_bytes(png)
+    where = f" in {directory}" if to is DigestTarget.file else ""
+    err.print(f"{len(digests)} digest(s) for {day.isoformat()}{where}", **plain)
 
 
 def _transports(settings, only: list[str] | None = None, engine=None, clock=None):  # type: ignore[no-untyped-def]
@@ -574,6 +693,71 @@ def snooze_cmd(
         today=_today(settings),
         now=_now(),
     )
+
+
+@app.command("request")
+def request_cmd(
+    ctx: typer.Context,
+    customer: Annotated[str, typer.Argument(help="Customer code (or exact name).")],
+    amount: Annotated[
+        str, typer.Argument(help="Shipment amount in the customer's currency, e.g. 30000.00.")
+    ],
+    order: Annotated[str, typer.Argument(help="Order reference (one per customer).")],
+    person: PersonOpt,
+    callback_url: Annotated[
+        str | None,
+        typer.Option("--callback-url", help="Where the decision is POSTed (signed), if anywhere."),
+    ] = None,
+    fmt: Annotated[
+        OutputFormat, typer.Option("--format", help="text or json.")
+    ] = OutputFormat.text,
+) -> None:
+    """Raise a shipment request: approved at once, refused, or pending approval (the
+    approvers' cards are queued; `creditbot dispatch` or `run` sends them)."""
+    from sqlalchemy import select
+
+    from bot.i18n import Translator
+    from bot.slack_app import raise_from_chat, raise_text
+    from credit.store.models import Person
+
+    app_ctx = _ctx(ctx)
+    settings = _settings_or_exit(app_ctx)
+    _require_schema(app_ctx)
+
+    def find(session):  # type: ignore[no-untyped-def]
+        return session.execute(select(Person).where(Person.code == person)).scalar_one_or_none()
+
+    outcome = raise_from_chat(
+        app_ctx.engine,
+        settings,
+        find_person=find,
+        words=[customer, amount, order],
+        channel="cli",
+        now=_now(),
+        refusal_action="request.refused",
+        unknown_actor=None,
+        command="creditbot request",
+        callback_url=callback_url,
+    )
+    kind = outcome.kind
+    if kind == "unknown_person":
+        _fail(f"no active person with code {person!r}")
+    elif kind == "bad_amount":
+        _fail(f"not an amount: {amount!r} (more than 0, at most two decimals)")
+    elif kind == "unknown_customer":
+        _fail(f"no customer with code or name {customer!r}")
+    elif kind == "ambiguous":
+        _fail(f"several customers are named {customer!r}: {outcome.codes}; use the code")
+    elif kind == "not_allowed":
+        _fail(f"not allowed: {outcome.detail}", code=3)
+    elif kind in ("invalid", "duplicate_order"):
+        _fail(outcome.detail)
+    assert outcome.request is not None
+    if fmt is OutputFormat.json:
+        _print_json(outcome.request)
+        return
+    text = raise_text(Translator(None), outcome, "creditbot request")
+    console.print(text, highlight=False, markup=False, soft_wrap=True)
 
 
 @app.command("run")

@@ -172,3 +172,8 @@ _BUILDERS = {"reminder": _reminder, "credit_hold": _credit_hold, "admin_alert": 
 from bot.approval_cards import BUILDERS as _APPROVAL_BUILDERS  # noqa: E402
 
 _BUILDERS.update(_APPROVAL_BUILDERS)
+
+# The daily digest (its chart is sent after it by the Slack and Telegram transports).
+from bot.digest_message import BUILDERS as _DIGEST_BUILDERS  # noqa: E402
+
+_BUILDERS.update(_DIGEST_BUILDERS)

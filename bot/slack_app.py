@@ -23,6 +23,13 @@ is told "Already decided by NAME" ephemerally (and their own card is refreshed i
 shows buttons); a refusal (region, authority, own request …) is ephemeral and audited; an
 expired request or a changed limit is said on every copy instead of deciding.
 
+``/credit request CUSTOMER AMOUNT ORDER`` raises a shipment request (``raise_from_chat``,
+shared with Telegram's ``/request`` and ``creditbot request``): the requester is the person
+mapped from the Slack user, the currency the customer's, and in ONE transaction the request
+is checked and stored and, when it waits for approval, the approvers' cards are queued. The
+answer (ephemeral) says what came of it: approved at once, refused, or pending (who was
+asked); an unknown person, customer or a bad amount is said and nothing is written.
+
 Replays and double clicks: each interaction is stored once in ``chat_interaction``, in the
 transaction that acts on it, keyed by Slack's ``action_ts`` + user + ``action_id`` for a
 click and by the view id for a modal submission. A second delivery finds its key taken and
@@ -36,7 +43,7 @@ import asyncio
 import json
 import logging
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Executor
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
@@ -72,10 +79,32 @@ from credit.store.actions import (
     refusal_entry,
     snooze,
 )
-from credit.store.approval_notices import CardDecision, decide_from_card, parse_card_value
-from credit.store.approvals import REASON_MAX, ApprovalError, UnknownRequest
+from credit.store.approval_notices import (
+    CARD,
+    CardDecision,
+    decide_from_card,
+    notify_approvers,
+    parse_card_value,
+)
+from credit.store.approvals import (
+    REASON_MAX,
+    ApprovalError,
+    DuplicateOrder,
+    UnknownCustomer,
+    UnknownRequest,
+    get_request,
+    raise_request,
+)
 from credit.store.db import read_session, write_session
-from credit.store.models import AuditLog, ChatInteraction, Customer, Person, Region, ShipmentRequest
+from credit.store.models import (
+    AuditLog,
+    ChatInteraction,
+    Customer,
+    OutboxMessage,
+    Person,
+    Region,
+    ShipmentRequest,
+)
 from credit.store.views import (
     PROMISE_HORIZON_DAYS,
     actor_of,
@@ -656,6 +685,9 @@ class SlackInteractions:
         ``ambiguous`` or ``usage``."""
         user = str(command.get("user_id") or "")
         query = str(command.get("text") or "").strip()
+        words = query.split()
+        if words and words[0].lower() == REQUEST_WORD:
+            return self.on_request_command(command, respond, words[1:])
         now = self._now()
         as_of = self._today(now)
         blocks: list[dict[str, Any]] | None = None
@@ -713,6 +745,35 @@ class SlackInteractions:
         except Exception as exc:  # the response_url is Slack's; a failure there is logged
             log.warning("slack: /credit response failed: %s", type(exc).__name__)
         return kind
+
+    def on_request_command(
+        self, command: dict[str, Any], respond: Callable[..., Any], words: Sequence[str]
+    ) -> str:
+        """``/credit request CUSTOMER AMOUNT ORDER``: raise a shipment request as the person
+        mapped from the Slack user, in the customer's currency (``raise_from_chat``); the
+        answer is ephemeral. Returns ``RaiseOutcome.kind``."""
+        user = str(command.get("user_id") or "")
+        outcome = raise_from_chat(
+            self.engine,
+            self.settings,
+            find_person=lambda session: person_by_slack_id(session, user),
+            words=words,
+            channel=CHANNEL,
+            now=self._now(),
+            refusal_action="slack.refused",
+            unknown_actor=f"slack:{user}",
+            command=f"/credit {REQUEST_WORD}",
+        )
+        t = Translator(outcome.locale)
+        if outcome.kind == "unknown_person":
+            text = t("slack_unknown_user")
+        else:
+            text = raise_text(t, outcome, f"/credit {REQUEST_WORD}")
+        try:
+            respond(text=escape_mrkdwn(text), response_type="ephemeral")
+        except Exception as exc:  # the response_url is Slack's; a failure there is logged
+            log.warning("slack: /credit request response failed: %s", type(exc).__name__)
+        return outcome.kind
 
 
 # --- modals -----------------------------------------------------------------------------------
@@ -810,6 +871,265 @@ def parse_promise_form(view: dict[str, Any], t: Translator) -> PromiseForm | dic
         return errors
     note = (_value(view, "note").get("value") or "").strip() or None
     return PromiseForm(promised, amount, note)
+
+
+# --- raising a shipment request from chat (also bot.telegram_app and ``creditbot request``) ---
+
+REQUEST_WORD = "request"  # /credit request CUSTOMER AMOUNT ORDER
+
+
+@dataclass(frozen=True)
+class RaiseOutcome:
+    """What came of raising a shipment request from chat or the CLI.
+
+    ``kind``: ``raised`` (a new request: ``request`` is ``get_request``'s dict, ``asked`` the
+    people whose approval cards are queued, ``cards`` how many were queued now), ``repeated``
+    (this order was raised before with this amount: that request, nothing new), ``usage``,
+    ``unknown_person``, ``bad_amount`` (``detail``: what was typed), ``unknown_customer`` /
+    ``ambiguous`` (``detail``: the query; ``codes``), ``not_allowed`` (the person may not see
+    the customer; ``detail`` says so, audited), ``invalid`` (``detail``: the field at fault and
+    why) or ``duplicate_order`` (the order was raised before with another amount: ``detail``,
+    and that request in ``request``). Only ``raised`` wrote a request."""
+
+    kind: str
+    detail: str = ""
+    request: dict[str, Any] | None = None
+    asked: tuple[tuple[str, str], ...] = ()  # (name, role), by name
+    cards: int = 0
+    codes: str = ""
+    locale: str | None = None
+
+
+def _asked(session: Session, request_id: int) -> tuple[tuple[str, str], ...]:
+    """Who has an approval card of the request queued or sent: (name, role), by name."""
+    rows = session.execute(
+        select(Person.name, Person.role)
+        .join(OutboxMessage, OutboxMessage.recipient_id == Person.id)
+        .where(
+            OutboxMessage.kind == CARD,
+            OutboxMessage.idempotency_key.startswith(f"{CARD}:{request_id}:", autoescape=True),
+        )
+        .distinct()
+        .order_by(Person.name)
+    ).all()
+    return tuple((str(name), str(role)) for name, role in rows)
+
+
+def raise_from_chat(
+    engine: Engine,
+    settings: Settings,
+    *,
+    find_person: Callable[[Session], Person | None],
+    words: Sequence[str],
+    channel: str,
+    now: datetime,
+    refusal_action: str,
+    unknown_actor: str | None = None,
+    command: str = "",
+    callback_url: str | None = None,
+) -> RaiseOutcome:
+    """``CUSTOMER AMOUNT ORDER`` (``words``; the customer a code or an exact name, which may
+    have spaces: AMOUNT and ORDER are the last two words) raised by the person
+    ``find_person`` finds, in the customer's currency, in ONE transaction: the person, the
+    customer (whom they must be allowed to see, as with ``/credit``), ``raise_request`` and —
+    for a new request waiting for approval — ``notify_approvers``, whose cards the dispatcher
+    sends. Nothing is written when the input is wrong; a refusal is audited
+    (``refusal_action``, entity ``customer``); an unknown person too when ``unknown_actor``
+    names them."""
+    text = " ".join(words)[:200]
+    for attempt in range(2):
+        try:
+            with write_session(engine) as session:
+                return _raise_in(
+                    session,
+                    settings,
+                    find_person(session),
+                    words,
+                    channel=channel,
+                    now=now,
+                    refusal_action=refusal_action,
+                    unknown_actor=unknown_actor,
+                    command=command,
+                    text=text,
+                    callback_url=callback_url,
+                )
+        except IntegrityError:  # the same order raised at the same moment: read it back
+            if attempt:
+                raise
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _raise_in(
+    session: Session,
+    settings: Settings,
+    person: Person | None,
+    words: Sequence[str],
+    *,
+    channel: str,
+    now: datetime,
+    refusal_action: str,
+    unknown_actor: str | None,
+    command: str,
+    text: str,
+    callback_url: str | None,
+) -> RaiseOutcome:
+    def refuse(actor: str, customer: str | None, reason: str) -> None:
+        session.add(
+            AuditLog(
+                actor=actor[:100],
+                action=refusal_action,
+                entity="customer",
+                entity_id=(customer or "")[:64] or None,
+                channel=channel[:16],
+                at=now,
+                after={"reason": reason, "command": command, "text": text},
+            )
+        )
+
+    if person is None or not person.active:
+        if unknown_actor is not None:
+            query = " ".join(words[:-2]) if len(words) >= 3 else None
+            refuse(unknown_actor, query, "unknown person")
+        return RaiseOutcome("unknown_person")
+    locale = person.locale
+    if len(words) < 3:
+        return RaiseOutcome("usage", locale=locale)
+    query, amount_text, order_ref = " ".join(words[:-2]), words[-2], words[-1]
+    try:
+        amount = parse_amount(amount_text)
+    except MoneyError:
+        return RaiseOutcome("bad_amount", amount_text, locale=locale)
+    if amount <= 0:
+        return RaiseOutcome("bad_amount", amount_text, locale=locale)
+    matches = find_customers(session, query)
+    visible = [c for c in matches if may_view_customer(actor_of(person), c)]
+    if not matches:
+        return RaiseOutcome("unknown_customer", query, locale=locale)
+    if len(visible) > 1:
+        codes = ", ".join(c.code for c in visible)
+        return RaiseOutcome("ambiguous", query, codes=codes, locale=locale)
+    if not visible:
+        code = matches[0].code if len(matches) == 1 else query
+        reason = f"{person.code} may not see customer {code}"
+        refuse(person.code, code, reason)
+        return RaiseOutcome("not_allowed", reason, locale=locale)
+    customer = visible[0]
+    try:
+        with session.begin_nested():  # an error below leaves nothing behind
+            result = raise_request(
+                session,
+                settings,
+                customer_code=customer.code,
+                order_ref=order_ref,
+                amount=amount,
+                currency=customer.currency,
+                requested_by_code=person.code,
+                callback_url=callback_url,
+                channel=channel,
+                now=now,
+            )
+    except ApprovalError as exc:
+        detail = f"{exc.field}: {exc}" if exc.field else str(exc)
+        return RaiseOutcome("invalid", detail, locale=locale)
+    except UnknownCustomer as exc:  # pragma: no cover - found above, in this transaction
+        return RaiseOutcome("unknown_customer", str(exc), locale=locale)
+    except DuplicateOrder as exc:
+        existing = get_request(session, exc.existing_id)
+        return RaiseOutcome("duplicate_order", str(exc), request=existing, locale=locale)
+    cards = 0
+    if result.created and result.status == "pending":
+        # the approvers' cards, in the same transaction as the request
+        cards = notify_approvers(session, settings, result.request_id, now, channel=channel)
+    return RaiseOutcome(
+        "raised" if result.created else "repeated",
+        request=get_request(session, result.request_id),
+        asked=_asked(session, result.request_id),
+        cards=cards,
+        locale=locale,
+    )
+
+
+def _role_label(t: Translator, role: str) -> str:
+    key = f"approval_role_{role}"
+    return t(key) if key in t.strings else role
+
+
+def _reason_labels(t: Translator, codes: Sequence[str]) -> str:
+    labels = []
+    for code in codes:
+        key = f"approval_reason_{code}"
+        labels.append(t(key) if key in t.strings else code)
+    return t("approval_list_separator").join(labels) or "—"
+
+
+def _request_status(t: Translator, r: dict[str, Any], asked: Sequence[tuple[str, str]]) -> str:
+    """The request's state in a sentence, from ``get_request``'s dict."""
+    summary = t(
+        "request_summary",
+        id=r["id"],
+        order=r["order_ref"],
+        customer=f"{r['customer_name']} ({r['customer_code']})",
+        amount=t.money(r["amount"], r["currency"]),
+    )
+    reasons = _reason_labels(t, r.get("reasons") or [])
+    status, by = r["status"], (r.get("decided_by") or {}).get("name")
+    if status == "pending":
+        if not asked:
+            return t("request_pending_nobody", summary=summary, reasons=reasons)
+        roles = []
+        for _name, role in asked:
+            if _role_label(t, role) not in roles:
+                roles.append(_role_label(t, role))
+        return t(
+            "request_pending",
+            summary=summary,
+            reasons=reasons,
+            role=t("request_or").join(roles),
+            names=t("request_name_separator").join(name for name, _role in asked),
+        )
+    if status == "approved" and by is None:
+        return t("request_approved", summary=summary, reasons=reasons)
+    if status == "refused":
+        return t("request_refused", summary=summary, reasons=reasons)
+    if status == "approved":
+        state = t("approval_status_approved", name=by)
+    elif status == "rejected":
+        why = next((a.get("reason") for a in r.get("approvals") or [] if a.get("reason")), None)
+        state = (
+            t("approval_status_rejected_reason", name=by or "—", reason=why)
+            if why
+            else t("approval_status_rejected", name=by or "—")
+        )
+    else:
+        key = f"approval_status_{status}"
+        state = t(key) if key in t.strings else str(status)
+    return t("request_state", summary=summary, state=state)
+
+
+def raise_text(t: Translator, outcome: RaiseOutcome, command: str) -> str:
+    """The answer to a request raised from chat, in ``t``'s language (plain text; the caller
+    escapes it for its platform). ``unknown_person`` is each platform's own answer."""
+    kind = outcome.kind
+    if kind in ("raised", "repeated") and outcome.request is not None:
+        text = _request_status(t, outcome.request, outcome.asked)
+        return text if kind == "raised" else t("request_again", text=text)
+    if kind == "usage":
+        return t("request_usage", command=command)
+    if kind == "bad_amount":
+        return t("request_bad_amount", amount=outcome.detail)
+    if kind == "unknown_customer":
+        return t("request_unknown_customer", query=outcome.detail)
+    if kind == "ambiguous":
+        return t("request_ambiguous", query=outcome.detail, codes=outcome.codes)
+    if kind == "duplicate_order" and outcome.request is not None:
+        r = outcome.request
+        return t(
+            "request_duplicate_order",
+            order=r["order_ref"],
+            id=r["id"],
+            amount=t.money(r["amount"], r["currency"]),
+        )
+    return t("request_not_done", reason=outcome.detail)  # not_allowed, invalid
 
 
 # --- the Bolt app -----------------------------------------------------------------------------
@@ -923,10 +1243,14 @@ __all__ = [
     "ACTIONS",
     "APPROVAL_BUTTONS",
     "REJECT_VIEW",
+    "REQUEST_WORD",
     "SNOOZE_DAYS",
     "CardOutcome",
     "Click",
+    "RaiseOutcome",
     "SlackInteractions",
     "build_slack_app",
+    "raise_from_chat",
+    "raise_text",
     "reject_view",
 ]

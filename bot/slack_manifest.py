@@ -11,7 +11,7 @@ BOT_SCOPES = (
     "chat:write",  # reminders, approval cards, updating them in place
     "im:write",  # open DMs with reps and managers
     "users:read",  # map Slack users to people
-    "commands",  # /credit
+    "commands",  # /credit CUSTOMER, /credit request CUSTOMER AMOUNT ORDER
     "files:write",  # the digest chart
 )
 
@@ -38,8 +38,8 @@ def build_manifest(
         request_url = public_url.rstrip("/") + EVENTS_PATH
     command: dict[str, Any] = {
         "command": "/credit",
-        "description": "A customer's credit file (rating, limit, exposure, aging, hold)",
-        "usage_hint": "CUSTOMER",
+        "description": "A customer's credit file, or raise a shipment request for approval",
+        "usage_hint": "CUSTOMER | request CUSTOMER AMOUNT ORDER",
         "should_escape": False,
     }
     interactivity: dict[str, Any] = {"is_enabled": True}

@@ -39,6 +39,10 @@ polling (``creditbot run --telegram-polling``: ``start_polling``). Every update 
    * ``/ar`` (my open receivables by tier), ``/customer CODE`` (a credit file, to people who
      may see the customer — as Slack's ``/credit``; a refusal, audited, to anyone else),
      ``/approvals`` (my pending shipment requests), ``/help``: Telegram HTML, escaped.
+   * ``/request CUSTOMER AMOUNT ORDER`` raises a shipment request as the linked sender, in the
+     customer's currency — as Slack's ``/credit request`` (``bot.slack_app.raise_from_chat``:
+     one transaction; a request that waits for approval has its approvers' cards queued in
+     it) — and answers what came of it: approved at once, refused, or waiting for whom.
 
 The rules live in ``credit.store.actions`` (the service functions, called with channel
 ``telegram``): a ``NotAllowed`` there is answered politely and audited (``refusal_entry``) and
@@ -87,6 +91,7 @@ from bot.approval_cards import (
     update_card_copies,
 )
 from bot.i18n import Translator
+from bot.slack_app import REQUEST_WORD, raise_from_chat, raise_text
 from bot.slack_home import money_text, scope_text
 from credit.aging import TierTable
 from credit.settings import Settings
@@ -1046,6 +1051,33 @@ class TelegramInteractions:
                 text=query[:200],
             )
 
+    async def on_request(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """``/request CUSTOMER AMOUNT ORDER``: raise a shipment request as the linked sender
+        (``raise_from_chat``, channel ``telegram``) and say what came of it."""
+        message, user = update.effective_message, update.effective_user
+        if message is None:
+            return
+        command = f"/{REQUEST_WORD}"
+
+        def find(session: Session) -> Person | None:
+            return person_by_telegram_id(session, user.id) if user else None
+
+        outcome = await self._db(
+            raise_from_chat,
+            self.engine,
+            self.settings,
+            find_person=find,
+            words=list(context.args or []),
+            channel=CHANNEL,
+            now=self._now(),
+            refusal_action="telegram.refused",
+            command=command,
+        )
+        if outcome.kind == "unknown_person":
+            await self._reply(message, Translator(_guess_locale(user))("telegram_not_linked"))
+            return
+        await self._reply(message, raise_text(Translator(outcome.locale), outcome, command))
+
     # --- errors ----------------------------------------------------------------------------------
 
     async def on_error(self, update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -1115,6 +1147,7 @@ def build_telegram_application(
             CommandHandler("ar", work.on_ar),
             CommandHandler("customer", work.on_customer),
             CommandHandler("approvals", work.on_approvals),
+            CommandHandler(REQUEST_WORD, work.on_request),
             CommandHandler("help", work.on_help),
             MessageHandler(filters.TEXT & ~filters.COMMAND, work.on_text),
             # anything else in a private chat: what the bot can do

@@ -393,6 +393,80 @@ class ApiSettings(_Section):
     callback_secret: SecretStr = SecretStr("")
 
 
+def _percent(value: Any, index: int) -> Decimal:
+    """A percentage from TOML or the environment, exactly: ``5``, ``"2.5"`` or ``2.5``."""
+    if isinstance(value, bool) or not isinstance(value, int | float | str | Decimal):
+        raise ValueError(f"item {index}: must be a number of percent (5 means 5 %), got {value!r}")
+    text = repr(value) if isinstance(value, float) else str(value).strip().removesuffix("%")
+    try:
+        pct = Decimal(text.strip())
+    except ArithmeticError:
+        raise ValueError(f"item {index}: not a number: {value!r}") from None
+    if not pct.is_finite() or pct < 0 or pct > 100:
+        raise ValueError(f"item {index}: must be between 0 and 100 percent, got {value!r}")
+    if pct != pct.quantize(Decimal("0.0001")):
+        raise ValueError(f"item {index}: at most four decimals, got {value!r}")
+    return pct
+
+
+# the ratings of DESIGN.md §1 (credit.ratings.Rating)
+_RATING_LETTERS = ("A", "B", "C", "D", "X", "H")
+# reps get their own short "your day"; regional managers get their region's digest
+_NOT_COMPANY_ROLES = {
+    "rep": "reps get their own 'your day' digest (see digest.send_to_reps)",
+    "regional_manager": "regional managers get their region's digest",
+}
+
+
+class DigestSettings(_Section):
+    # bad-debt provision rate, in percent, per aging bucket of [aging] bucket_edges (one per
+    # bucket: current, 1-30, 31-60, 61-90, 91-180, >180 by default)
+    provision_percent: list[Decimal] = Field(
+        default_factory=lambda: [Decimal(p) for p in ("0", "2", "5", "10", "30", "60")]
+    )
+    # customers with these ratings (and blacklisted ones) are provided for in full (100 %)
+    specific_provision_ratings: list[str] = Field(default_factory=lambda: ["H"])
+    # customers listed in "top overdue" (and in the specific provision list)
+    top_customers: int = Field(10, ge=1, le=100)
+    # days of history in the overdue trend (from the daily aging snapshots)
+    trend_days: int = Field(30, ge=2, le=366)
+    # who gets the company-wide digest with the per-region table
+    company_roles: list[str] = Field(
+        default_factory=lambda: ["credit_manager", "finance", "executive"]
+    )
+    # reps get a short "your day" (promises due, invoices entering a tier, their requests)
+    send_to_reps: bool = True
+
+    @field_validator("provision_percent", mode="before")
+    @classmethod
+    def _percents(cls, values: Any) -> list[Decimal]:
+        if not isinstance(values, list | tuple):
+            raise ValueError("must be a list of percentages, one per aging bucket")
+        return [_percent(v, i) for i, v in enumerate(values)]
+
+    @field_validator("specific_provision_ratings")
+    @classmethod
+    def _ratings(cls, ratings: list[str]) -> list[str]:
+        ratings = [r.strip().upper() for r in ratings]
+        unknown = [r for r in ratings if r not in _RATING_LETTERS]
+        if unknown:
+            raise ValueError(
+                f"unknown rating(s) {', '.join(map(repr, unknown))}; "
+                f"ratings are {', '.join(_RATING_LETTERS)}"
+            )
+        return list(dict.fromkeys(ratings))
+
+    @field_validator("company_roles")
+    @classmethod
+    def _roles(cls, roles: list[str]) -> list[str]:
+        for role in roles:
+            if role in _NOT_COMPANY_ROLES:
+                raise ValueError(f"{role!r} cannot be a company role: {_NOT_COMPANY_ROLES[role]}")
+            if role not in ROLES:
+                raise ValueError(f"unknown role {role!r}; roles are {', '.join(ROLES)}")
+        return list(dict.fromkeys(roles))
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid", frozen=True
@@ -410,6 +484,7 @@ class Settings(BaseSettings):
     telegram: TelegramSettings = Field(default_factory=TelegramSettings)
     approvals: ApprovalSettings = Field(default_factory=ApprovalSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
+    digest: DigestSettings = Field(default_factory=DigestSettings)
 
     @classmethod
     def settings_customise_sources(
@@ -507,6 +582,18 @@ class Settings(BaseSettings):
             )
         if problems:
             raise ValueError("\n  ".join(problems))
+        return self
+
+    @model_validator(mode="after")
+    def _provision_per_bucket(self) -> Settings:
+        """One provision rate per aging bucket ([aging] bucket_edges gives n + 1 buckets)."""
+        buckets = make_buckets(self.aging.bucket_edges)
+        given = len(self.digest.provision_percent)
+        if given != len(buckets):
+            raise ValueError(
+                f"digest.provision_percent: {len(buckets)} rates needed, one per aging bucket "
+                f"({', '.join(b.label for b in buckets)}), got {given}"
+            )
         return self
 
     @property

@@ -28,7 +28,8 @@ class Runtime:
     transports: Mapping[str, Transport]
     calendar: BusinessCalendar = field(init=False)
     dispatcher: Dispatcher = field(init=False)
-    # the daily digest (issue: digests) registers itself here; the hook calls each
+    # extra work after the daily digest (credit.store.digest.run_digest, which the digest
+    # job always runs) registers here; the job calls each, in order
     digest_hooks: list[Callable[[Runtime, date], Any]] = field(default_factory=list)
 
     def __post_init__(self) -> None:

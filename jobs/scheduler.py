@@ -2,7 +2,8 @@
 
 Schedules come from config at start-up (memory job store); the durable state is in our own
 tables (``scan_run``, ``outbox``), which is what makes a restart safe: a scan missed while
-the service was down runs once at start-up (``catch_up``), and running it twice is harmless.
+the service was down runs once at start-up (``catch_up``), and running it twice is harmless;
+so does a missed digest (``aging_snapshot`` records that the day's digest ran).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from sqlalchemy import select
 
 from credit.settings import Settings
 from credit.store.db import read_session
+from credit.store.digest import digest_done
 from credit.store.models import ScanRun
 from jobs import tasks
 from jobs.runtime import Runtime
@@ -110,10 +112,27 @@ def scan_missed(rt: Runtime, now: datetime | None = None) -> bool:
     return done is None
 
 
+def digest_missed(rt: Runtime, now: datetime | None = None) -> bool:
+    """Is today's digest due (past its time, a working day) but not yet run?"""
+    now = now or rt.clock.now()
+    local = now.astimezone(rt.settings.zone)
+    today = local.date()
+    if local.time() < rt.settings.schedule.digest_at or not rt.calendar.is_business_day(today):
+        return False
+    with read_session(rt.engine) as s:
+        return not digest_done(s, today)
+
+
 async def catch_up(rt: Runtime) -> bool:
-    """Run today's scan once if the service was down when it was due."""
+    """Run today's scan, then today's digest, once each if the service was down when they
+    were due. True when anything ran."""
+    ran = False
     if scan_missed(rt):
         log.info("today's scan was missed while the service was down: running it now")
         await tasks.scan_job()
-        return True
-    return False
+        ran = True
+    if digest_missed(rt):
+        log.info("today's digest was missed while the service was down: running it now")
+        await tasks.digest_job()
+        ran = True
+    return ran

@@ -15,6 +15,7 @@ from credit.store.approval_notices import (
 )
 from credit.store.approvals import expire_requests
 from credit.store.db import write_session
+from credit.store.digest import run_digest
 from credit.store.escalation import review_credit_holds, run_scan
 from credit.store.models import ShipmentRequest
 from jobs.runtime import current
@@ -52,11 +53,17 @@ async def dispatch_job() -> dict[str, int]:
 
 
 async def digest_job(as_of: str | None = None) -> int:
-    """The daily digest hook: runs every registered digest builder on business days."""
+    """The daily digest on business days: writes the day's aging snapshot and queues one
+    digest per person (``credit.store.digest.run_digest``), then runs every registered
+    digest hook. Returns how many hooks ran."""
     rt = current()
     day = date.fromisoformat(as_of) if as_of else rt.business_date()
     if not rt.calendar.is_business_day(day):
         return 0
+    result = await asyncio.to_thread(
+        run_digest, rt.engine, rt.settings, rt.calendar, day, rt.clock.now()
+    )
+    log.info("digest %s: %s", day, result)
     for hook in rt.digest_hooks:
         result = hook(rt, day)
         if asyncio.iscoroutine(result):

@@ -29,6 +29,17 @@ def render_text(message: Message) -> str:
     )
 
 
+def chart_note(payload: dict[str, Any], locale: str | None = None) -> str:
+    """``[chart: aging-<date>.png, N bytes]`` (the chart is drawn, not shown)."""
+    from bot.charts import aging_chart, chart_filename
+
+    try:
+        png = aging_chart(payload, locale)
+    except Exception as exc:  # a console line must not fail the message
+        return f"[chart: failed: {type(exc).__name__}: {exc}]"
+    return f"[chart: {chart_filename(payload)}, {len(png)} bytes]"
+
+
 class ConsoleTransport:
     channel = "console"
 
@@ -40,6 +51,8 @@ class ConsoleTransport:
         rendered = render_text(compose(message.payload, message.address.get("locale")))
         to = message.address.get("name") or message.address.get("code") or "?"
         self.stream.write(f"\n>>> to {to} [{message.kind} #{message.id}]\n{rendered}")
+        if message.kind == "digest":  # the chart a chat transport would attach
+            self.stream.write(chart_note(message.payload, message.address.get("locale")) + "\n")
         self.stream.flush()
         self.sent += 1
         return {"channel": "console", "seq": self.sent}

@@ -17,12 +17,18 @@ Files (the digest chart) go up with ``upload_file``: slack_sdk's ``files_upload_
 with ``files.completeUploadExternal``. That last call takes only conversation ids (``C``/``G``/
 ``D``…), not user ids, so a user id is first turned into the bot's DM with
 ``conversations.open``. Errors map as for ``send``; a failed POST of the bytes is transient.
+
+A digest (outbox kind ``digest``) is the message, then its aging chart (``bot.charts``) as
+``aging-<date>.png`` in the same conversation. When the chart fails after the text went out,
+``send`` does not raise: the ref says ``"chart": "failed: …"`` (the text is not sent twice; the
+chart is not retried). Otherwise the ref has ``"chart": "sent"`` and ``chart_file_id``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import http.client
+import logging
 import urllib.error
 from typing import Any
 
@@ -39,6 +45,10 @@ from bot.transports.base import (
     SendError,
     TransientSendError,
 )
+
+log = logging.getLogger(__name__)
+
+DIGEST = "digest"  # the outbox kind whose chart follows the message
 
 # The person cannot be reached on Slack: mark them unreachable.
 UNREACHABLE = frozenset(
@@ -129,7 +139,32 @@ class SlackTransport:
             unfurl_links=False,
             unfurl_media=False,
         )
-        return {"channel": resp["channel"], "ts": resp["ts"]}
+        ref = {"channel": resp["channel"], "ts": resp["ts"]}
+        if message.kind == DIGEST:
+            ref.update(await self._send_chart(ref, message))
+        return ref
+
+    async def _send_chart(self, ref: dict[str, Any], message: Outgoing) -> dict[str, Any]:
+        """The digest's aging chart, uploaded to the conversation the digest went to.
+
+        The text is out by now: a chart that cannot be drawn or uploaded is recorded in the
+        ref (``"chart": "failed: …"``) and not raised, so the dispatcher does not send the
+        text again (at least once holds for the text only; the chart is not retried)."""
+        from bot.charts import aging_chart, chart_filename, chart_title
+
+        locale = message.address.get("locale")
+        try:
+            png = await asyncio.to_thread(aging_chart, message.payload, locale)
+            out = await self.upload_file(
+                ref,
+                filename=chart_filename(message.payload),
+                content=png,
+                title=chart_title(message.payload, locale),
+            )
+        except Exception as exc:  # whatever it was, a chart must not cost a second text
+            log.warning("digest %s: chart not sent: %s", message.id, exc)
+            return {"chart": f"failed: {type(exc).__name__}: {exc}"[:300]}
+        return {"chart": "sent", "chart_file_id": out.get("file_id")}
 
     async def update(self, ref: dict[str, Any], message: Message) -> dict[str, Any]:
         """Replace a message we posted (``ref`` as ``send`` returned it)."""

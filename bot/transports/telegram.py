@@ -26,6 +26,11 @@ last, whose id is the ``message_id`` of the returned ref (``update`` edits that 
 later part fails, the dispatcher sends the whole message again (at least once: the earlier
 parts may arrive twice).
 
+A digest (outbox kind ``digest``) is the text, then its aging chart (``bot.charts``) with
+``sendPhoto`` in the same chat, paced like a message. When the chart fails after the text went
+out, ``send`` does not raise: the ref says ``"chart": "failed: …"`` (the text is not sent twice;
+the chart is not retried). Otherwise the ref has ``"chart": "sent"`` and ``chart_message_id``.
+
 Buttons carry opaque tokens as ``callback_data``: a ``TokenMinter`` (DB-backed, elsewhere)
 stores what each stands for — action, value, chat and person — since a client can forge
 callback data; one is minted per button on every send attempt.
@@ -36,6 +41,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import datetime as dt
+import logging
 import warnings
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol, TypeVar
@@ -74,6 +80,10 @@ from bot.transports.base import (
     TransientSendError,
 )
 from credit.settings import TelegramSettings
+
+log = logging.getLogger(__name__)
+
+DIGEST = "digest"  # the outbox kind whose chart follows the message
 
 # BadRequest descriptions (lower case) that mean the chat cannot be reached: mark the person.
 UNREACHABLE = (
@@ -311,7 +321,32 @@ class TelegramTransport:
                 paced=True,
             )
             ids.append(sent.message_id)
-        return {"chat_id": chat_id, "message_id": ids[-1], "message_ids": ids}
+        ref: dict[str, Any] = {"chat_id": chat_id, "message_id": ids[-1], "message_ids": ids}
+        if message.kind == DIGEST:
+            ref.update(await self._send_chart(ref, message))
+        return ref
+
+    async def _send_chart(self, ref: dict[str, Any], message: Outgoing) -> dict[str, Any]:
+        """The digest's aging chart as a photo after its text, in the same chat.
+
+        The text is out by now: a chart that cannot be drawn or sent (a 429 included) is
+        recorded in the ref (``"chart": "failed: …"``) and not raised, so the dispatcher does not
+        send the text again (at least once holds for the text only; the chart is not retried)."""
+        from bot.charts import aging_chart, chart_filename, chart_title
+
+        locale = message.address.get("locale")
+        try:
+            png = await asyncio.to_thread(aging_chart, message.payload, locale)
+            out = await self.send_photo(
+                ref,
+                filename=chart_filename(message.payload),
+                content=png,
+                caption=chart_title(message.payload, locale),
+            )
+        except Exception as exc:  # whatever it was, a chart must not cost a second text
+            log.warning("digest %s: chart not sent: %s", message.id, exc)
+            return {"chart": f"failed: {type(exc).__name__}: {exc}"[:300]}
+        return {"chart": "sent", "chart_message_id": out["message_id"]}
 
     async def update(self, ref: dict[str, Any], message: Message) -> dict[str, Any]:
         """Replace the text of a message we sent (``ref`` as ``send`` returned it: its last

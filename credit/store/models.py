@@ -344,3 +344,39 @@ class TelegramConversation(SQLModel, table=True):
     keyboard: list[Any] | None = Field(default=None, sa_column=Column(JSON))
     created_at: datetime = utc(default_factory=utcnow)
     expires_at: datetime = utc()
+
+
+class AgingSnapshot(SQLModel, table=True):
+    """Open receivables per aging bucket and currency on a business date: the digests'
+    history ("since the previous business day", the overdue trend), kept across restarts.
+
+    One set of rows per date: per region (``region_id``) and for the whole company
+    (``region_id`` NULL; always written, zeros included, so a date's snapshot exists even for
+    an empty ledger). ``bucket`` is the bucket's key (``current``, ``1_30``, …, ``over_180``).
+    The digest run writes it; running it again for a date replaces that date's rows
+    (``credit.store.digest.write_snapshot``)."""
+
+    __tablename__ = "aging_snapshot"
+    __table_args__ = (
+        UniqueConstraint(
+            "business_date", "region_id", "bucket", "currency", name="uq_aging_snapshot_region"
+        ),
+        # NULLs are distinct in a unique constraint: the company rows need their own index
+        Index(
+            "uq_aging_snapshot_company",
+            "business_date",
+            "bucket",
+            "currency",
+            unique=True,
+            postgresql_where=text("region_id IS NULL"),
+            sqlite_where=text("region_id IS NULL"),
+        ),
+    )
+    id: int | None = Field(default=None, primary_key=True)
+    business_date: date
+    region_id: int | None = Field(default=None, foreign_key="region.id")
+    bucket: str = Field(max_length=32)
+    currency: str = Field(max_length=3)
+    amount: Decimal = money()
+    invoices: int = 0
+    taken_at: datetime = utc(default_factory=utcnow)

@@ -32,9 +32,16 @@ from telegram.ext import Application
 from bot.http import create_app
 from bot.slack_app import build_slack_app
 from bot.telegram_app import build_telegram_application
+from bot.transports.erp import ErpTransport
 from bot.transports.slack import SlackTransport, make_web_client
 from bot.transports.telegram import TelegramTransport
-from credit.settings import OutboxSettings, Settings, SlackSettings, TelegramSettings
+from credit.settings import (
+    ApiSettings,
+    OutboxSettings,
+    Settings,
+    SlackSettings,
+    TelegramSettings,
+)
 from credit.store.approval_notices import notify_approvers
 from credit.store.approvals import raise_request
 from credit.store.db import read_session, write_session
@@ -65,6 +72,8 @@ MIA, NORA, OLAF, SAM, RITA, CARL = "UMGR1", "UMGR3", "UMGR9", "UMGRS", "UREP1", 
 NOBODY = "UNOBODY"
 MAX_CHAT, EVE_CHAT = 7002, 7009
 ORDER = "SO-1001"
+# add_customers: more of Rita's North customers, to raise requests for
+CLEAN, BLACKLISTED = "C002", "C003"
 
 
 def build_ledger(engine: Engine, *, nora: bool = False) -> None:
@@ -126,8 +135,29 @@ def build_ledger(engine: Engine, *, nora: bool = False) -> None:
             )
 
 
-def make_settings(slack: FakeSlackAPI | None, tg: FakeTelegramAPI | None) -> Settings:
+def add_customers(engine: Engine) -> None:
+    """Two more of Rita's North customers (after ``build_ledger``): Birch Valves (C002),
+    rating B, a US$50,000.00 limit and nothing open; Coal & Coke Ltd (C003), blacklisted."""
+    with write_session(engine) as s:
+        rita = s.execute(select(Person).where(Person.code == "rita")).scalar_one()
+        s.add_all(
+            [
+                Customer(code=CLEAN, name="Birch Valves", region_id=rita.region_id,
+                         rep_id=rita.id, rating="B", credit_limit=Decimal("50000.00"),
+                         currency="USD"),
+                Customer(code=BLACKLISTED, name="Coal & Coke Ltd", region_id=rita.region_id,
+                         rep_id=rita.id, rating="C", credit_limit=Decimal("100000.00"),
+                         blacklisted=True),
+            ]
+        )  # fmt: skip
+
+
+def make_settings(
+    slack: FakeSlackAPI | None, tg: FakeTelegramAPI | None, api: ApiSettings | None = None
+) -> Settings:
     kw: dict[str, Any] = {"outbox": OutboxSettings(channels=["slack", "telegram"])}
+    if api is not None:
+        kw["api"] = api
     if slack is not None:
         kw["slack"] = SlackSettings(
             bot_token=SecretStr(slack.token),
@@ -181,10 +211,16 @@ class World:
     """The database, both fakes, the settings and the apps, on one FakeClock."""
 
     def __init__(
-        self, engine: Engine, slack: FakeSlackAPI, tg: FakeTelegramAPI, clock: FakeClock
+        self,
+        engine: Engine,
+        slack: FakeSlackAPI,
+        tg: FakeTelegramAPI,
+        clock: FakeClock,
+        *,
+        api: ApiSettings | None = None,
     ) -> None:
         self.engine, self.slack, self.tg, self.clock = engine, slack, tg, clock
-        self.settings = make_settings(slack, tg)
+        self.settings = make_settings(slack, tg, api)
         self.minter = DbTokenMinter(engine, clock, self.settings.telegram.callback_ttl_days)
         self.executor = BigExecutor()
         self._seq = itertools.count(1)
@@ -215,6 +251,17 @@ class World:
         report = asyncio.run(dispatcher.drain())
         assert report.errors == [], report.errors
         return report
+
+    def dispatcher(self, **kw: Any) -> Dispatcher:
+        """The dispatcher as ``creditbot run`` has it: Slack, Telegram and the ERP callbacks
+        (``[api] callback_secret``), on the world's clock."""
+        transports = {
+            **self.transports(),
+            "erp": ErpTransport.from_settings(self.settings, clock=self.clock),
+        }
+        return Dispatcher(
+            self.engine, self.settings, transports, self.clock, respect_send_windows=False, **kw
+        )
 
     def slack_cards(self, user: str, order: str = ORDER) -> list[SlackMessage]:
         """The messages about ``order`` in ``user``'s Slack DM."""
@@ -379,6 +426,35 @@ class World:
             "response_urls": [],
             "is_enterprise_install": False,
         }
+
+    def slash_command(self, user: str, text: str, command: str = "/credit") -> str:
+        """``user`` types ``command text`` in their DM with the app; the response_url it
+        answers at (``self.slack.responded(url)``)."""
+        url = self.slack.response_url()
+        body = urlencode(
+            {
+                "token": "legacy-verification-token",
+                "team_id": "T0000FAKE",
+                "team_domain": "fake",
+                "channel_id": FakeSlackAPI.dm_for(user),
+                "channel_name": "directmessage",
+                "user_id": user,
+                "user_name": user.lower(),
+                "command": command,
+                "text": text,
+                "api_app_id": "A0000FAKE",
+                "response_url": url,
+                "trigger_id": f"3000.{next(self._seq)}.trigger",
+            }
+        )
+        headers = {
+            "Content-Type": "application/x-www-form-urlencoded",
+            **slack_signature(body, str(int(time.time())), SECRET),
+        }
+        resp = self.http.post("/slack/events", content=body.encode(), headers=headers)
+        assert resp.status_code == 200, resp.text
+        self.executor.drain()
+        return url
 
     def ephemerals(self, user: str) -> list[str]:
         return [e["text"] for e in self.slack.ephemerals if e["user"] == user]
