@@ -241,7 +241,8 @@ DEMO_CHART = "demo-digest.png"
 
 
 def _demo_chart(app_ctx: AppContext, settings, day: date, path: Path) -> None:  # type: ignore[no-untyped-def]
-    """The company digest's chart of ``day`` (the credit desk's), written to ``path``."""
+    """The company digest of ``day`` (the credit desk's): its text printed, its chart written
+    to ``path``."""
     from bot.charts import aging_chart
     from credit.calendar import BusinessCalendar
     from credit.store.db import read_session
@@ -259,6 +260,10 @@ def _demo_chart(app_ctx: AppContext, settings, day: date, path: Path) -> None:  
     if company is None:
         err.print("no company-wide digest (no credit desk in [digest] company_roles): no chart")
         return
+    from bot.compose import compose
+    from bot.transports.console import render_text
+
+    console.print(render_text(compose(company.payload)), markup=False, highlight=False)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(aging_chart(company.payload))
     console.print(

@@ -13,6 +13,8 @@ from typer.testing import CliRunner
 
 from bot.charts import aging_chart
 from bot.cli import app
+from bot.compose import compose
+from bot.transports.console import render_text
 from credit.settings import Settings
 from credit.store.db import make_engine, read_session
 from credit.store.digest import build_digests
@@ -128,3 +130,6 @@ def test_the_demo_writes_the_company_digest_chart_next_to_its_database(config) -
     assert "Company digest chart" in output and "demo-digest.png" in output
     company = [p for p in expected_digests(url).values() if p["scope"] == "company"]
     assert chart.read_bytes() == aging_chart(company[0])
+    # and the digest itself is shown, as the console transport would print it
+    text = render_text(compose(company[0]))
+    assert text.strip().splitlines()[0] in output
