@@ -589,7 +589,8 @@ def test_cancel_drops_the_question(tg: Harness) -> None:
     assert tg.texts(REP_CHAT)[2:] == [
         "Cancelled. Nothing was recorded.",
         "Commands: /ar — my open receivables by tier; /customer CODE — a customer's credit "
-        "file; /approvals — my pending approvals.",
+        "file; /approvals — my pending approvals; /request CUSTOMER AMOUNT ORDER — raise a "
+        "shipment request.",
         "There is nothing to cancel.",
     ]
 
