@@ -47,7 +47,7 @@ from credit.store.models import (
 from jobs.clock import FakeClock
 from jobs.dispatch import Dispatcher
 from tests.fakes.slack_api import FakeSlackAPI, StoredMessage
-from tests.support.slack_requests import TrackingExecutor, slack_signature
+from tests.support.slack_requests import TrackingExecutor, block_actions_payload, slack_signature
 
 SECRET = "9e2b7c41d05f4a38b6e1c7d2a9f03b58"
 AS_OF = date(2026, 11, 25)  # a Wednesday, a working day in CN
@@ -201,41 +201,15 @@ class E2E:
 
     def click(self, name: str, user: str = REP, invoice: str = NUMBER) -> dict[str, Any]:
         message, button, n = self.posted(), self.button(name, invoice), next(self._seq)
-        return {
-            "type": "block_actions",
-            "user": {"id": user, "username": user.lower(), "team_id": "T0000FAKE"},
-            "api_app_id": "A0000FAKE",
-            "token": "legacy-verification-token",
-            "container": {
-                "type": "message",
-                "message_ts": message.ts,
-                "channel_id": message.channel,
-                "is_ephemeral": False,
-            },
-            "trigger_id": f"1000.{n}.trigger",
-            "team": {"id": "T0000FAKE", "domain": "fake"},
-            "enterprise": None,
-            "is_enterprise_install": False,
-            "channel": {"id": message.channel, "name": "directmessage"},
-            "message": {
-                "type": "message",
-                "user": "UBOT",
-                "ts": message.ts,
-                "text": message.text,
-                "blocks": message.blocks,
-            },
-            "response_url": "https://hooks.slack.invalid/actions/T0000FAKE/1/x",
-            "actions": [
-                {
-                    "type": "button",
-                    "action_id": button["action_id"],
-                    "block_id": button["block_id"],
-                    "text": button["text"],
-                    "value": button["value"],
-                    "action_ts": f"{int(time.time())}.{n:06d}",
-                }
-            ],
-        }
+        return block_actions_payload(
+            user=user,
+            channel=message.channel,
+            ts=message.ts,
+            text=message.text,
+            blocks=message.blocks,
+            button=button,
+            n=n,
+        )
 
     def submission(self, view_id: str, values: dict[str, dict], user: str = REP) -> dict:
         return {

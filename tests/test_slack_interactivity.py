@@ -45,7 +45,7 @@ from credit.store.models import (
 )
 from jobs.clock import FakeClock
 from tests.fakes.slack_api import FakeSlackAPI
-from tests.support.slack_requests import TrackingExecutor, slack_signature
+from tests.support.slack_requests import TrackingExecutor, block_actions_payload, slack_signature
 
 SECRET = "5c1f0e7d9a3b4c2e8f6a1d0b7e9c3a5f"
 AS_OF = date(2026, 11, 25)  # a Wednesday, a working day in CN
@@ -138,43 +138,16 @@ class Harness:
         raise AssertionError(f"no {name} button")
 
     def click_payload(self, name: str, user: str = REP, action_ts: str | None = None) -> dict:
-        button = self.button(name)
-        n = next(self._seq)
-        return {
-            "type": "block_actions",
-            "user": {"id": user, "username": user.lower(), "team_id": "T0000FAKE"},
-            "api_app_id": "A0000FAKE",
-            "token": "legacy-verification-token",
-            "container": {
-                "type": "message",
-                "message_ts": self.message["ts"],
-                "channel_id": self.message["channel"],
-                "is_ephemeral": False,
-            },
-            "trigger_id": f"1000.{n}.trigger",
-            "team": {"id": "T0000FAKE", "domain": "fake"},
-            "enterprise": None,
-            "is_enterprise_install": False,
-            "channel": {"id": self.message["channel"], "name": "directmessage"},
-            "message": {
-                "type": "message",
-                "user": "UBOT",
-                "ts": self.message["ts"],
-                "text": self.message["text"],
-                "blocks": self.message["blocks"],
-            },
-            "response_url": "https://hooks.slack.invalid/actions/T0000FAKE/1/x",
-            "actions": [
-                {
-                    "type": "button",
-                    "action_id": button["action_id"],
-                    "block_id": button["block_id"],
-                    "text": button["text"],
-                    "value": button["value"],
-                    "action_ts": action_ts or f"{int(time.time())}.{n:06d}",
-                }
-            ],
-        }
+        return block_actions_payload(
+            user=user,
+            channel=self.message["channel"],
+            ts=self.message["ts"],
+            text=self.message["text"],
+            blocks=self.message["blocks"],
+            button=self.button(name),
+            n=next(self._seq),
+            action_ts=action_ts,
+        )
 
     def submission_payload(self, view_id: str, values: dict[str, dict], user: str = REP) -> dict:
         view = self.slack.views[view_id]

@@ -61,7 +61,7 @@ from tests.fakes.slack_api import FakeSlackAPI
 from tests.fakes.slack_api import StoredMessage as SlackMessage
 from tests.fakes.telegram_api import FakeTelegramAPI
 from tests.fakes.telegram_api import StoredMessage as TelegramMessage
-from tests.support.slack_requests import TrackingExecutor, slack_signature
+from tests.support.slack_requests import TrackingExecutor, block_actions_payload, slack_signature
 
 SECRET = "3f9a1c7e5b2d4f6a8c0e1b3d5f7a9c2e"
 WEBHOOK_SECRET = "tg_Approvals-secret_0123456789"
@@ -364,40 +364,16 @@ class World:
             for e in b.get("elements", [])
             if str(e.get("action_id", "")).split(":")[0] == action
         )
-        n = next(self._seq)
-        return {
-            "type": "block_actions",
-            "user": {"id": user, "username": user.lower(), "team_id": "T0000FAKE"},
-            "api_app_id": "A0000FAKE",
-            "token": "legacy-verification-token",
-            "container": {
-                "type": "message",
-                "message_ts": message.ts,
-                "channel_id": message.channel,
-                "is_ephemeral": False,
-            },
-            "trigger_id": f"3000.{n}.trigger",
-            "team": {"id": "T0000FAKE", "domain": "fake"},
-            "channel": {"id": message.channel, "name": "directmessage"},
-            "message": {
-                "type": "message",
-                "user": "UBOT",
-                "ts": message.ts,
-                "text": message.text,
-                "blocks": message.blocks,
-            },
-            "response_url": "https://hooks.slack.invalid/actions/T0000FAKE/1/x",
-            "actions": [
-                {
-                    "type": "button",
-                    "action_id": button["action_id"],
-                    "block_id": button["block_id"],
-                    "text": button["text"],
-                    "value": button["value"],
-                    "action_ts": f"{int(time.time())}.{n:06d}",
-                }
-            ],
-        }
+        return block_actions_payload(
+            user=user,
+            channel=message.channel,
+            ts=message.ts,
+            text=message.text,
+            blocks=message.blocks,
+            button=button,
+            n=next(self._seq),
+            trigger="3000",
+        )
 
     def open_reject_modal(self, message: SlackMessage, user: str) -> str:
         """Press Reject; the id of the modal it opened."""
