@@ -467,6 +467,23 @@ class DigestSettings(_Section):
         return list(dict.fromkeys(roles))
 
 
+class LoggingSettings(_Section):
+    # "json": one JSON object per line (for a log collector), secrets redacted; "text": for a
+    # terminal. Secrets are redacted in both.
+    format: Literal["text", "json"] = "text"
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+
+class ReplicaSettings(_Section):
+    # Several `creditbot run` processes may share one PostgreSQL database. All of them
+    # dispatch the outbox and serve HTTP; one, the leader, runs the scheduled scans, digests,
+    # credit-hold reviews and approval follow-ups. The leader holds a session-level PostgreSQL
+    # advisory lock with this key; the others try to take it every `leader_check_seconds`
+    # (the holder's death releases it at once). SQLite: one process, always the leader.
+    leader_lock_key: int = Field(0x43524544, ge=-(2**63), le=2**63 - 1)
+    leader_check_seconds: float = Field(2.0, gt=0, le=60)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid", frozen=True
@@ -485,6 +502,8 @@ class Settings(BaseSettings):
     approvals: ApprovalSettings = Field(default_factory=ApprovalSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
     digest: DigestSettings = Field(default_factory=DigestSettings)
+    logging: LoggingSettings = Field(default_factory=LoggingSettings)
+    replicas: ReplicaSettings = Field(default_factory=ReplicaSettings)
 
     @classmethod
     def settings_customise_sources(
