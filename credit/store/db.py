@@ -40,6 +40,18 @@ def make_engine(url: str, *, busy_timeout_ms: int = 5000, echo: bool = False, **
         _configure_sqlite(engine, busy_timeout_ms)
         return engine
     kw.setdefault("pool_pre_ping", True)
+    if parsed.get_backend_name() == "postgresql":
+        # fail fast when the server is away, and notice a dead peer on an idle connection
+        # (the leader's lock connection, ``jobs.leader``) within about half a minute
+        connect_args = {
+            "connect_timeout": 5,
+            "keepalives": 1,
+            "keepalives_idle": 10,
+            "keepalives_interval": 5,
+            "keepalives_count": 3,
+        }
+        connect_args.update(kw.pop("connect_args", {}))
+        kw["connect_args"] = connect_args
     return create_engine(url, echo=echo, **kw)
 
 
