@@ -26,6 +26,7 @@ from typing import Any, Protocol
 from babel.dates import format_date, format_time
 from sqlalchemy import Engine
 
+from bot import metrics
 from bot.i18n import Translator
 from bot.messages import Button, Fact, Message, Section
 from credit.store.db import read_session, write_session
@@ -307,14 +308,28 @@ async def update_card_copies(
     editing it again after every press. A copy whose channel has no transport here, or
     whose edit fails, is logged and left; the rest go on. Each copy edited remembers what it
     shows; audited (``shipment.cards_updated``, ``channel``: who caused it). Returns how many
-    copies were updated."""
+    copies were updated.
+
+    Every channel's decision (and every lapse) comes through here once with all its copies
+    (``only`` None): that is where the decision latency is measured
+    (``creditbot_approval_decision_seconds``)."""
     from credit.store.approval_notices import audit_cards_updated, card_copies, mark_shown
+    from credit.store.models import ShipmentRequest
 
-    def read() -> list[Any]:
+    def read() -> tuple[list[Any], tuple[str, Any, Any] | None]:
         with read_session(engine) as session:
-            return card_copies(session, request_id, level=level)
+            timing = None
+            if only is None and outcome.get("status") in metrics.DECISION_STATUSES:
+                request = session.get(ShipmentRequest, request_id)
+                if request is not None and request.status == outcome.get("status"):
+                    expired = request.status == "expired"
+                    ended = request.expires_at if expired else request.decided_at
+                    timing = (request.status, request.created_at, ended)
+            return card_copies(session, request_id, level=level), timing
 
-    copies = await asyncio.to_thread(read)
+    copies, timing = await asyncio.to_thread(read)
+    if timing is not None:
+        metrics.observe_approval_decision(*timing)
     if only is not None:
         copies = [
             c

@@ -14,7 +14,16 @@ health check.
   the application's first handler group. The application is initialized when the ASGI app
   starts (lifespan) and shut down when it stops. ``register_webhook`` tells Telegram the URL
   and the secret (``setWebhook``).
-* ``GET /healthz`` → ``{"status": "ok"}``.
+* ``GET /healthz`` → ``{"status": "ok"}`` (liveness: the process answers).
+* ``GET /readyz`` → readiness: the database answers a ``SELECT 1`` within
+  ``READY_TIMEOUT_SECONDS`` (run in a thread of its own, never on the event loop; one check in
+  flight at a time), and the process's ``status()`` (e.g. ``{"scheduler": "running",
+  "leader": true}``) says the scheduler runs. ``200 {"status": "ready", "checks": {…}}``, else
+  ``503 {"status": "not ready", "failing": [names], "checks": {…}}`` — a failing database
+  check names only the error's type or a timeout, never the URL or the server's message.
+* ``GET /metrics`` → Prometheus text format (``bot.metrics``): the process's counters and
+  histograms, plus, with ``engine``, the outbox queue depth and pending approvals counted in
+  the database at scrape time. Every request is timed by route (``bot.metrics.HttpMetrics``).
 * ``/api/v1/…`` → the ERP API (``bot.api.api_routes``), when given as ``api``.
 
 Bolt verifies each request (``v0=`` HMAC-SHA256 signature; timestamps more than 300 s away
@@ -27,20 +36,29 @@ logs headers or bodies (the signature is in a header; secrets never leave the se
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
+import contextlib
 import hmac
 import json
 import logging
-from collections.abc import AsyncIterator, Sequence
+import threading
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from slack_bolt import App
 from slack_bolt.adapter.starlette.handler import to_bolt_request, to_starlette_response
+from slack_sdk.signature import SignatureVerifier
+from sqlalchemy import Engine, text
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
+
+from bot import metrics
 
 if TYPE_CHECKING:
     from telegram import Bot
@@ -53,6 +71,10 @@ log = logging.getLogger(__name__)
 TELEGRAM_SECRET_HEADER = "x-telegram-bot-api-secret-token"
 MAX_TIMESTAMP_DIGITS = 12  # Unix seconds have 10 digits until the year 2286
 MAX_BODY_BYTES = 1_000_000
+READY_TIMEOUT_SECONDS = 2.0  # the database's answer to /readyz's SELECT 1
+METRICS_DB_TIMEOUT_SECONDS = 5.0  # the database's answer to /metrics' counts
+
+T = TypeVar("T")
 
 
 def _unauthorized() -> Response:
@@ -75,6 +97,178 @@ async def healthz(_request: Request) -> Response:
     return JSONResponse({"status": "ok"})
 
 
+class SingleFlight(Generic[T]):
+    """Runs a blocking function in a daemon thread of its own, at most one call at a time:
+    a caller arriving while a call is in flight waits for that call instead of starting
+    another, and gives up after its timeout (the call goes on; a database that hangs does
+    not pile up threads, nor keep the process from exiting)."""
+
+    def __init__(self, fn: Callable[[], T], name: str) -> None:
+        self._fn = fn
+        self._name = name
+        self._lock = threading.Lock()
+        self._current: concurrent.futures.Future[T] | None = None
+
+    def _run(self, future: concurrent.futures.Future[T]) -> None:
+        if not future.set_running_or_notify_cancel():
+            return
+        try:
+            future.set_result(self._fn())
+        except BaseException as exc:  # handed to the waiting caller
+            future.set_exception(exc)
+
+    async def __call__(self, timeout: float) -> T:
+        with self._lock:
+            future = self._current
+            if future is None or future.done():
+                future = self._current = concurrent.futures.Future()
+                threading.Thread(
+                    target=self._run, args=(future,), name=self._name, daemon=True
+                ).start()
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[T] = loop.create_future()
+
+        def deliver(done: concurrent.futures.Future[T]) -> None:
+            def settle() -> None:
+                if waiter.done():
+                    return
+                exc = done.exception()
+                if exc is not None:
+                    waiter.set_exception(exc)
+                else:
+                    waiter.set_result(done.result())
+
+            with contextlib.suppress(RuntimeError):  # the loop is gone: nobody waits
+                loop.call_soon_threadsafe(settle)
+
+        future.add_done_callback(deliver)
+        return await asyncio.wait_for(waiter, timeout)
+
+
+def _select_one(engine: Engine) -> None:
+    with engine.connect() as conn:
+        conn.execute(text("SELECT 1"))
+
+
+def _jsonable(value: object) -> object:
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    return str(value)
+
+
+def _readyz(
+    engine: Engine | None, status: Callable[[], Mapping[str, object]] | None
+) -> Callable[[Request], Any]:
+    probe = None if engine is None else SingleFlight(lambda: _select_one(engine), "readyz-db")
+
+    async def readyz(_request: Request) -> Response:
+        checks: dict[str, object] = {}
+        failing: list[str] = []
+        if probe is not None:
+            try:
+                await probe(READY_TIMEOUT_SECONDS)
+                checks["database"] = "ok"
+            except TimeoutError:
+                checks["database"] = f"no answer within {READY_TIMEOUT_SECONDS:g} s"
+                failing.append("database")
+            except Exception as exc:  # the type only: a driver's message may name the server
+                checks["database"] = f"unreachable ({type(exc).__name__})"
+                failing.append("database")
+        if status is not None:
+            try:
+                reported = dict(status())
+            except Exception as exc:
+                log.warning("readyz: the status callable raised %s", type(exc).__name__)
+                checks["status"] = f"error ({type(exc).__name__})"
+                failing.append("status")
+            else:
+                checks.update({str(k): _jsonable(v) for k, v in reported.items()})
+                if "scheduler" in reported and reported["scheduler"] != "running":
+                    failing.append("scheduler")
+        if failing:
+            body = {"status": "not ready", "failing": failing, "checks": checks}
+            return JSONResponse(body, status_code=503)
+        return JSONResponse({"status": "ready", "checks": checks})
+
+    return readyz
+
+
+def _metrics_endpoint(engine: Engine | None) -> Callable[[Request], Any]:
+    scrape_db = None
+    if engine is not None:
+        registry = metrics.database_registry(engine)
+        scrape_db = SingleFlight(lambda: metrics.generate_latest(registry), "metrics-db")
+
+    async def metrics_endpoint(_request: Request) -> Response:
+        body = await run_in_threadpool(metrics.exposition)
+        if scrape_db is not None:
+            try:
+                body += await scrape_db(METRICS_DB_TIMEOUT_SECONDS)
+            except TimeoutError:
+                log.warning("metrics: the database did not answer in time")
+                body += (
+                    b"# HELP creditbot_database_up 1 when the database answered the scrape's "
+                    b"queries.\n# TYPE creditbot_database_up gauge\ncreditbot_database_up 0.0\n"
+                )
+        return Response(body, headers={"Content-Type": metrics.CONTENT_TYPE_LATEST})
+
+    return metrics_endpoint
+
+
+PRESS_WORKERS = 4
+
+
+def _is_button_press(payload: dict[str, Any]) -> bool:
+    """Bolt's parsed body: an interaction's ``payload`` (form-encoded JSON) itself."""
+    return isinstance(payload, dict) and payload.get("type") == "block_actions"
+
+
+def _ack_first(
+    bolt: App, signing_secret: str, workers: concurrent.futures.Executor | None = None
+) -> Callable[[Any, bytes, Request], Response]:
+    """Button presses (``block_actions``) answered 200 as soon as their signature checks
+    out, Bolt processing them after the answer, in the thread pool.
+
+    Slack wants every interaction acknowledged within 3 s, and a press needs nothing in the
+    answer. Through Bolt the answer waits for a listener thread to call ``ack()`` — behind
+    every decision in progress when many people press at once (200 presses: seconds, and
+    404s once Bolt gives up waiting). Here the answer costs a signature check. A press is
+    then processed exactly as before (Bolt checks the signature again); a replica that dies
+    in between loses the press, whose card still shows its buttons to be pressed again.
+    Modal submissions and commands, whose answers carry content, still go through Bolt."""
+    verifier = SignatureVerifier(signing_secret)
+    in_flight: set[asyncio.Future[Any]] = set()
+    # a few threads of its own: presses waiting here do not take the threads (and the
+    # interpreter's time) the event loop needs to answer the next presses
+    if workers is None:
+        workers = concurrent.futures.ThreadPoolExecutor(
+            max_workers=PRESS_WORKERS, thread_name_prefix="slack-press"
+        )
+
+    def process(bolt_request: Any) -> None:
+        response = bolt.dispatch(bolt_request)
+        if response.status >= 400:
+            log.warning("slack: a press acknowledged first got %s from Bolt", response.status)
+
+    def ack(bolt_request: Any, body: bytes, request: Request) -> Response:
+        if not verifier.is_valid(
+            body=body,
+            timestamp=request.headers.get("x-slack-request-timestamp", ""),
+            signature=request.headers.get("x-slack-signature", ""),
+        ):
+            return _unauthorized()
+        task = asyncio.get_running_loop().run_in_executor(workers, process, bolt_request)
+        in_flight.add(task)  # keep a reference until done
+        task.add_done_callback(in_flight.discard)
+        return Response(status_code=200)
+
+    return ack
+
+
 def create_app(
     slack_app: App | None = None,
     telegram_app: Application | None = None,
@@ -83,18 +277,36 @@ def create_app(
     register_telegram_webhook: bool = False,
     settings: Settings | None = None,
     api: Sequence[BaseRoute] | None = None,
+    engine: Engine | None = None,
+    status: Callable[[], Mapping[str, object]] | None = None,
+    slack_ack_first: str | None = None,
+    slack_press_executor: concurrent.futures.Executor | None = None,
 ) -> Starlette:
-    """The ASGI app; without ``slack_app`` and ``telegram_app`` only ``/healthz`` is served.
+    """The ASGI app; ``/healthz``, ``/readyz`` and ``/metrics`` are always served.
 
     ``telegram_app`` (``bot.telegram_app.build_telegram_application``) needs
     ``telegram_secret``, the webhook secret Telegram sends back in each request. With
     ``register_telegram_webhook`` (and ``settings``) the app calls ``setWebhook`` when it
     starts (``creditbot serve`` with ``[telegram] webhook_url``). ``api``: the ERP API's
-    routes (``bot.api.api_routes``)."""
-    routes: list[BaseRoute] = [Route("/healthz", healthz, methods=["GET"])]
+    routes (``bot.api.api_routes``). ``engine``: the database ``/readyz`` checks and
+    ``/metrics`` counts the outbox and pending approvals in. ``status``: the process's state
+    for ``/readyz`` (``{"scheduler": "running", "leader": True}``; not ready unless
+    ``"scheduler"``, when present, is ``"running"``). ``slack_ack_first``: the Slack signing
+    secret, to acknowledge button presses at once (see ``_ack_first``), handing them to Bolt
+    in ``slack_press_executor`` (default: a small thread pool of its own)."""
+    routes: list[BaseRoute] = [
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/readyz", _readyz(engine, status), methods=["GET"]),
+        Route("/metrics", _metrics_endpoint(engine), methods=["GET"]),
+    ]
     routes.extend(api or ())
     if slack_app is not None:
         bolt = slack_app
+        ack_first = (
+            None
+            if slack_ack_first is None
+            else _ack_first(bolt, slack_ack_first, slack_press_executor)
+        )
 
         async def slack_events(request: Request) -> Response:
             if not well_formed_slack_headers(request):
@@ -108,6 +320,8 @@ def create_app(
                 bolt_request = to_bolt_request(request, body)
             except ValueError:  # UnicodeDecodeError and json.JSONDecodeError included
                 return _unauthorized()
+            if ack_first is not None and _is_button_press(bolt_request.body):
+                return ack_first(bolt_request, body, request)
             bolt_response = await run_in_threadpool(bolt.dispatch, bolt_request)
             return to_starlette_response(bolt_response)
 
@@ -126,7 +340,11 @@ def create_app(
         if register_telegram_webhook and settings is None:
             raise ValueError("registering the Telegram webhook needs the settings")
         lifespan = _telegram_lifespan(telegram_app, settings if register_telegram_webhook else None)
-    return Starlette(routes=routes, lifespan=lifespan)
+    return Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        middleware=[Middleware(metrics.HttpMetrics, routes=routes)],
+    )
 
 
 def _telegram_lifespan(application: Application, register: Settings | None):  # type: ignore[no-untyped-def]
@@ -191,7 +409,9 @@ async def register_webhook(bot: Bot, settings: Settings) -> bool:
 
 
 __all__ = [
+    "READY_TIMEOUT_SECONDS",
     "TELEGRAM_SECRET_HEADER",
+    "SingleFlight",
     "create_app",
     "healthz",
     "register_webhook",

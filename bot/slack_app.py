@@ -1135,6 +1135,16 @@ def raise_text(t: Translator, outcome: RaiseOutcome, command: str) -> str:
 # --- the Bolt app -----------------------------------------------------------------------------
 
 
+def _after_ack(what: str, work: Callable[..., Any], *args: Any) -> None:
+    """A listener's work once Slack has its ack. An error is logged, not raised: Bolt would
+    otherwise throw away the ack it already has and answer Slack 404 (the user would see an
+    error for a press that may well have been decided — with the database away, say)."""
+    try:
+        work(*args)
+    except Exception:
+        log.exception("slack: %s failed after the ack", what)
+
+
 def build_slack_app(
     engine: Engine,
     settings: Settings,
@@ -1161,7 +1171,9 @@ def build_slack_app(
             settings.slack.bot_token.get_secret_value(), settings.slack.api_base_url
         )
     app = App(
-        name="creditbot",
+        # Bolt names a logger after the app and sets its level to the root's at each request:
+        # "creditbot" itself would pin every creditbot.* logger to that level
+        name="creditbot.slack",
         client=client,
         signing_secret=settings.slack.signing_secret.get_secret_value(),
         process_before_response=False,
@@ -1172,22 +1184,22 @@ def build_slack_app(
     @app.action(ACTIONS["ack"])
     def ack_pressed(ack: Callable, body: dict, action: dict) -> None:
         ack()
-        work.on_ack(body, action)
+        _after_ack("ack", work.on_ack, body, action)
 
     @app.action(ACTIONS["snooze"])
     def snooze_pressed(ack: Callable, body: dict, action: dict) -> None:
         ack()
-        work.on_snooze(body, action)
+        _after_ack("snooze", work.on_snooze, body, action)
 
     @app.action(ACTIONS["promise"])
     def promise_pressed(ack: Callable, body: dict, action: dict) -> None:
         ack()
-        work.open_modal(body, action, "promise")
+        _after_ack("promise", work.open_modal, body, action, "promise")
 
     @app.action(ACTIONS["dispute"])
     def dispute_pressed(ack: Callable, body: dict, action: dict) -> None:
         ack()
-        work.open_modal(body, action, "dispute")
+        _after_ack("dispute", work.open_modal, body, action, "dispute")
 
     @app.view(PROMISE_VIEW)
     def promise_submitted(ack: Callable, body: dict, view: dict) -> None:
@@ -1198,23 +1210,23 @@ def build_slack_app(
             ack(response_action="errors", errors=form)
             return
         ack()
-        work.on_promise_submitted(body, form)
+        _after_ack("promise form", work.on_promise_submitted, body, form)
 
     @app.view(DISPUTE_VIEW)
     def dispute_submitted(ack: Callable, body: dict, view: dict) -> None:
         reason = (_value(view, "reason").get("value") or "").strip()
         ack()
-        work.on_dispute_submitted(body, reason)
+        _after_ack("dispute form", work.on_dispute_submitted, body, reason)
 
     @app.action(APPROVAL_BUTTONS["approve"])
     def approve_pressed(ack: Callable, body: dict, action: dict) -> None:
         ack()
-        work.on_approve(body, action)
+        _after_ack("approve", work.on_approve, body, action)
 
     @app.action(APPROVAL_BUTTONS["reject"])
     def reject_pressed(ack: Callable, body: dict, action: dict) -> None:
         ack()
-        work.open_reject_modal(body, action)
+        _after_ack("reject", work.open_reject_modal, body, action)
 
     @app.view(REJECT_VIEW)
     def reject_submitted(ack: Callable, body: dict, view: dict) -> None:
@@ -1224,7 +1236,7 @@ def build_slack_app(
             ack(response_action="errors", errors={"reason": t("approval_reason_missing")})
             return
         ack()
-        work.on_reject_submitted(body, reason)
+        _after_ack("reject form", work.on_reject_submitted, body, reason)
 
     @app.event("app_home_opened")
     def home_opened(event: dict) -> None:
@@ -1234,7 +1246,7 @@ def build_slack_app(
     @app.command("/credit")
     def credit_command(ack: Callable, command: dict, respond: Callable) -> None:
         ack()
-        work.on_credit_command(command, respond)
+        _after_ack("/credit", work.on_credit_command, command, respond)
 
     return app
 

@@ -7,6 +7,7 @@ import asyncio
 import logging
 from datetime import date
 
+from bot.metrics import SCAN_DURATION
 from credit.store.approval_notices import (
     FollowUp,
     expired_outcome,
@@ -27,9 +28,10 @@ async def scan_job(as_of: str | None = None) -> dict[str, object]:
     """Scan the receivables for today's business date (or ``as_of``) and queue reminders."""
     rt = current()
     day = date.fromisoformat(as_of) if as_of else rt.business_date()
-    result = await asyncio.to_thread(
-        run_scan, rt.engine, rt.settings, rt.calendar, day, rt.clock.now()
-    )
+    with SCAN_DURATION.time():
+        result = await asyncio.to_thread(
+            run_scan, rt.engine, rt.settings, rt.calendar, day, rt.clock.now()
+        )
     log.info("scan %s: %s", day, result)
     return {"date": day.isoformat(), "skipped": result.skipped, "queued": result.queued}
 
