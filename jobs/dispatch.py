@@ -13,16 +13,19 @@
 from __future__ import annotations
 
 import asyncio
+import heapq
+import itertools
 import logging
 import random
-from collections import defaultdict
-from collections.abc import Mapping
+from collections import defaultdict, deque
+from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from sqlalchemy import Engine
 
+from bot import metrics
 from bot.transports.base import (
     Outgoing,
     PermanentSendError,
@@ -33,6 +36,7 @@ from bot.transports.base import (
 from credit.calendar import BusinessCalendar, SendWindow
 from credit.settings import Settings
 from credit.store import outbox
+from jobs.clock import SystemClock
 from jobs.pacing import Pacer
 
 log = logging.getLogger("creditbot.dispatch")
@@ -40,6 +44,13 @@ log = logging.getLogger("creditbot.dispatch")
 
 # channels that are not people: no send windows
 ALWAYS_OPEN = frozenset({"erp"})
+# Sends on the wire at once per channel on the real clock (so network latency overlaps; each
+# recipient still gets one at a time). On any other clock one at a time: a fake clock moves
+# only when someone sleeps, and overlapping sends would see it jump under them.
+IN_FLIGHT = 8
+# A slot this close is now (a fake clock keeps whole microseconds: a shorter sleep would not
+# move it, and a timestamp near 1.8e9 s is exact to ~2e-7 s only).
+_NEAR = 1e-5
 
 
 class Clock(Protocol):
@@ -77,8 +88,12 @@ class Dispatcher:
         calendar: BusinessCalendar | None = None,
         rng: random.Random | None = None,
         respect_send_windows: bool = True,
+        max_in_flight: int | None = None,
     ) -> None:
         self.engine = engine
+        if max_in_flight is None:
+            max_in_flight = IN_FLIGHT if isinstance(clock, SystemClock) else 1
+        self.max_in_flight = max(1, max_in_flight)
         self.settings = settings
         self.respect_send_windows = respect_send_windows
         self.transports = dict(transports)
@@ -95,28 +110,40 @@ class Dispatcher:
         }
 
     async def dispatch_once(self) -> DispatchReport:
-        """Claim one batch of due rows and work through it."""
+        """Claim due rows and work through them.
+
+        Each recipient's rows go in order, one at a time; recipients go side by side, each
+        send at the first slot the pacer allows (nobody waits behind another recipient's
+        gap). While a claim comes back full and sends are going (a row settled since), the
+        next batch is claimed, for up to ``lease_seconds`` and up to as many rows in hand as
+        the channel may send in half a lease: every recipient with a backlog then has rows in
+        hand (with a single batch in hand, recipients whose rows lie further down the queue
+        sit idle), and a backlog flows on without a pause between batches. Rows the pacer
+        cannot fit in before 0.75 x lease are given back. Returns when every row claimed is
+        settled.
+        """
         report = DispatchReport()
         cfg = self.settings.outbox
-        claimed_at = self.clock.now()
-        rows = await asyncio.to_thread(
-            outbox.claim,
-            self.engine,
-            claimed_at,
-            limit=cfg.batch_size,
-            lease_seconds=cfg.lease_seconds,
-            channels=[*self.transports, outbox.UNROUTABLE],
-        )
-        report.claimed = len(rows)
-        by_channel: dict[str, list[outbox.Claimed]] = defaultdict(list)
-        for row in rows:
-            by_channel[row.channel].append(row)
-        # A send must start well before the lease lapses: after that another dispatcher may
-        # claim the row and send it too. Rows the pacer cannot fit in by then are given back.
-        send_by = claimed_at + timedelta(seconds=cfg.lease_seconds * 0.75)
-        await asyncio.gather(
-            *(self._work_channel(ch, items, report, send_by) for ch, items in by_channel.items())
-        )
+        budget = self.clock.now() + timedelta(seconds=cfg.lease_seconds)
+        cap = max(cfg.batch_size, int(cfg.global_per_second * cfg.lease_seconds / 2))
+        work = _Round(self, report)
+        want = cfg.batch_size
+        got = await work.claim(want)
+        while True:
+            room = cap - work.in_hand
+            if (
+                got == want
+                and work.settled
+                and room >= max(1, cfg.batch_size // 4)
+                and self.clock.now() < budget
+            ):
+                want = min(cfg.batch_size, room)
+                got = await work.claim(want)
+                continue
+            if work.in_hand == 0:
+                break
+            await work.changed()
+        await work.finish()
         return report
 
     async def drain(self, max_batches: int = 1000) -> DispatchReport:
@@ -139,47 +166,38 @@ class Dispatcher:
                 break
         return total
 
-    async def _work_channel(
-        self, channel: str, rows: list[outbox.Claimed], report: DispatchReport, send_by: datetime
-    ) -> None:
-        for row in rows:
-            await self._deliver(channel, row, report, send_by)
-
-    async def _deliver(
-        self, channel: str, row: outbox.Claimed, report: DispatchReport, send_by: datetime
-    ) -> None:
-        now = self.clock.now()
-        if channel == outbox.UNROUTABLE:
-            await self._give_up(
-                row, "failed", "no chat identity for the configured channels", report
-            )
-            return
+    def _window_opens(self, channel: str, row: outbox.Claimed, now: datetime) -> datetime | None:
+        """When the row may go, if that is later than ``now``. Send windows are for people;
+        admin alerts and machine-to-machine calls (the ERP's decision callbacks) go at any
+        hour."""
+        if row.kind == "admin_alert" or channel in ALWAYS_OPEN or not self.respect_send_windows:
+            return None
         zone = row.address.get("time_zone") or self.settings.calendar.timezone
-        # send windows are for people; admin alerts and machine-to-machine calls (the ERP's
-        # decision callbacks) go at any hour
-        if row.kind != "admin_alert" and channel not in ALWAYS_OPEN and self.respect_send_windows:
-            opens = self.window.next_open(now, zone, self.calendar)
-            if opens > now:
-                await asyncio.to_thread(
-                    outbox.reschedule, self.engine, row.id, opens, None, count_attempt=False
-                )
-                report.deferred += 1
-                return
+        opens = self.window.next_open(now, zone, self.calendar)
+        return opens if opens > now else None
+
+    async def _defer(self, row: outbox.Claimed, at: datetime, report: DispatchReport) -> None:
+        """Back to pending until ``at`` without counting an attempt (a closed send window, or
+        a slot the lease would not cover)."""
+        await asyncio.to_thread(
+            outbox.reschedule, self.engine, row.id, at, None, count_attempt=False
+        )
+        report.deferred += 1
+
+    async def _transmit(self, channel: str, row: outbox.Claimed, message: Outgoing) -> Any:
+        """The transport's send. Whatever the answer, the next message to this recipient waits
+        the full gap from the moment it came: the platform saw this one no later than that."""
+        try:
+            return await self.transports[channel].send(message)
+        finally:
+            self.pacers[channel].settle(str(row.recipient_id), self.clock.now().timestamp())
+
+    async def _deliver(self, channel: str, row: outbox.Claimed, report: DispatchReport) -> None:
+        """Send ``row`` now (its slot has come) and record the outcome."""
         pacer = self.pacers[channel]
-        slot = pacer.reserve(str(row.recipient_id), now.timestamp())
-        if slot > send_by.timestamp():  # (a long 429 pause): back to pending, not sent late
-            at = datetime.fromtimestamp(slot, UTC)
-            await asyncio.to_thread(
-                outbox.reschedule, self.engine, row.id, at, None, count_attempt=False
-            )
-            report.deferred += 1
-            return
-        wait = slot - now.timestamp()
-        if wait > 0:
-            await self.clock.sleep(wait)
         message = Outgoing(row.id, row.kind, row.address, row.payload, row.platform_ref)
         try:
-            ref = await self.transports[channel].send(message)
+            ref = await self._transmit(channel, row, message)
         except RateLimited as exc:
             now = self.clock.now()
             pacer.pause_until(now.timestamp() + exc.retry_after)
@@ -188,6 +206,7 @@ class Dispatcher:
                 outbox.reschedule, self.engine, row.id, at, str(exc), count_attempt=False
             )
             report.rate_limited += 1
+            metrics.MESSAGES_RATE_LIMITED.labels(channel).inc()
         except PermanentSendError as exc:
             await self._give_up(row, "failed", exc.reason, report, unreachable=exc.unreachable)
         except Exception as exc:  # transient, or a bug in a transport: retry with backoff
@@ -208,10 +227,12 @@ class Dispatcher:
             at = self.clock.now() + timedelta(seconds=delay)
             await asyncio.to_thread(outbox.reschedule, self.engine, row.id, at, reason)
             report.retried += 1
+            metrics.MESSAGES_RETRIED.labels(channel).inc()
             report.errors.append(reason)
         else:
             await asyncio.to_thread(outbox.mark_sent, self.engine, row.id, ref, self.clock.now())
             report.sent += 1
+            metrics.MESSAGES_SENT.labels(channel).inc()
 
     async def _give_up(
         self,
@@ -234,6 +255,7 @@ class Dispatcher:
             unreachable_person_id=row.recipient_id if unreachable else None,
         )
         setattr(report, status, getattr(report, status) + 1)
+        metrics.GIVEN_UP[status].labels(row.channel).inc()
         report.errors.append(reason)
         log.warning("message %s %s: %s", row.id, status, reason)
 
@@ -243,3 +265,156 @@ def dispatch_summary(report: DispatchReport) -> dict[str, Any]:
         k: getattr(report, k)
         for k in ("claimed", "sent", "retried", "rate_limited", "deferred", "failed", "dead")
     }
+
+
+class _Round:
+    """One ``dispatch_once``: the claimed rows in lanes (one per channel and recipient, in
+    claim order), a schedule per channel (each lane's next row at its booked slot) and the
+    sends on the wire. A lane books its next row when the previous one is settled, so one
+    recipient's messages never overlap; a channel's loop starts each send when its slot
+    comes, at most ``max_in_flight`` at once."""
+
+    def __init__(self, dispatcher: Dispatcher, report: DispatchReport) -> None:
+        self.d = dispatcher
+        self.report = report
+        self.in_hand = 0  # rows claimed and not yet settled (sent, put back or given up)
+        self.settled = 0  # rows settled since the last claim
+        self.lanes: dict[tuple[str, str], deque[tuple[outbox.Claimed, datetime]]] = {}
+        self.ready: dict[str, list[tuple[float, int, str]]] = defaultdict(list)  # heaps
+        self.wire: dict[str, set[asyncio.Task[None]]] = defaultdict(set)
+        self.wake: dict[str, asyncio.Event] = defaultdict(asyncio.Event)
+        self.loops: dict[str, asyncio.Task[None]] = {}
+        self.tasks: list[asyncio.Task[None]] = []
+        self._seq = itertools.count()
+        self._changed = asyncio.Event()
+
+    async def claim(self, limit: int) -> int:
+        """Claim up to ``limit`` due rows and put them in their lanes; how many came."""
+        d, cfg = self.d, self.d.settings.outbox
+        claimed_at = d.clock.now()
+        rows = await asyncio.to_thread(
+            outbox.claim,
+            d.engine,
+            claimed_at,
+            limit=limit,
+            lease_seconds=cfg.lease_seconds,
+            channels=[*d.transports, outbox.UNROUTABLE],
+        )
+        self.report.claimed += len(rows)
+        self.settled = 0
+        # A send must start well before the lease lapses: after that another dispatcher may
+        # claim the row and send it too. Rows the pacer cannot fit in by then are given back.
+        send_by = claimed_at + timedelta(seconds=cfg.lease_seconds * 0.75)
+        for row in rows:
+            self.in_hand += 1
+            if row.channel == outbox.UNROUTABLE:
+                reason = "no chat identity for the configured channels"
+                self._spawn(d._give_up(row, "failed", reason, self.report))
+                continue
+            lane_id = (row.channel, str(row.recipient_id))
+            lane = self.lanes.get(lane_id)
+            if lane is not None:  # busy: its next row is booked when this one's turn comes
+                lane.append((row, send_by))
+                continue
+            self.lanes[lane_id] = deque([(row, send_by)])
+            self._book(*lane_id)
+        return len(rows)
+
+    async def changed(self) -> None:
+        """Until a row is settled."""
+        self._changed.clear()
+        await self._changed.wait()
+
+    async def finish(self) -> None:
+        """Wait for every task (the rows are settled by now) and raise what one raised."""
+        await asyncio.gather(*self.tasks, *self.loops.values())
+
+    # --- lanes ---------------------------------------------------------------------------------
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run ``work`` (it settles one row) in the background."""
+
+        async def settle() -> None:
+            try:
+                await work
+            finally:
+                self.in_hand -= 1
+                self.settled += 1
+                self._changed.set()
+
+        self.tasks.append(asyncio.create_task(settle()))
+
+    def _book(self, channel: str, key: str) -> None:
+        """Book the slot of the lane's next row; rows that cannot go now (a closed send
+        window, a slot after ``send_by``) are put back. An empty lane is dropped."""
+        d = self.d
+        lane = self.lanes[(channel, key)]
+        pacer = d.pacers[channel]
+        while lane:
+            row, send_by = lane[0]
+            now = d.clock.now()
+            opens = d._window_opens(channel, row, now)
+            if opens is not None:
+                lane.popleft()
+                self._spawn(d._defer(row, opens, self.report))
+                continue
+            slot = pacer.reserve(key, now.timestamp(), latest=send_by.timestamp())
+            if slot > send_by.timestamp():  # (a long 429 pause): back to pending, not sent late
+                lane.popleft()
+                self._spawn(d._defer(row, datetime.fromtimestamp(slot, UTC), self.report))
+                continue
+            heapq.heappush(self.ready[channel], (slot, next(self._seq), key))
+            self.wake[channel].set()
+            loop = self.loops.get(channel)
+            if loop is None or loop.done():
+                if loop is not None:
+                    self.tasks.append(loop)  # keep it for finish(): it may have raised
+                self.loops[channel] = asyncio.create_task(self._run(channel))
+            return
+        del self.lanes[(channel, key)]
+
+    async def _send(self, channel: str, key: str, row: outbox.Claimed) -> None:
+        d = self.d
+        try:
+            await d._deliver(channel, row, self.report)
+        finally:
+            self.wire[channel].discard(asyncio.current_task())  # type: ignore[arg-type]
+            self.in_hand -= 1
+            self.settled += 1
+            self._changed.set()
+            self.wake[channel].set()
+            self._book(channel, key)
+
+    # --- a channel's loop ----------------------------------------------------------------------
+
+    async def _run(self, channel: str) -> None:
+        """Start each booked send when its slot comes; return when nothing is booked or on
+        the wire."""
+        d = self.d
+        heap, wire, wake = self.ready[channel], self.wire[channel], self.wake[channel]
+        pacer = d.pacers[channel]
+        while heap or wire:
+            if not heap or len(wire) >= d.max_in_flight:
+                wake.clear()
+                await wake.wait()
+                continue
+            slot, _, key = heap[0]
+            if slot < pacer.paused_until:  # booked before a 429 paused the channel: again
+                heapq.heappop(heap)
+                self._book(channel, key)
+                continue
+            delay = slot - d.clock.now().timestamp()
+            if delay > _NEAR:  # sleep until the slot, unless something is booked meanwhile
+                wake.clear()
+                sleeper = asyncio.create_task(d.clock.sleep(delay))
+                waker = asyncio.create_task(wake.wait())
+                await asyncio.wait({sleeper, waker}, return_when=asyncio.FIRST_COMPLETED)
+                for task in (sleeper, waker):
+                    task.cancel()
+                continue
+            heapq.heappop(heap)
+            row, _ = self.lanes[(channel, key)].popleft()
+            task = asyncio.create_task(self._send(channel, key, row))
+            wire.add(task)
+            self.tasks.append(task)
+            await asyncio.sleep(0)  # let it start: it reaches the wire at its slot's time

@@ -6,7 +6,10 @@ a fake clock see exact schedules.
 
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass, field
+
+_EPSILON = 1e-6  # clock readings near 1.8e9 s are exact to ~2e-7 s only
 
 
 @dataclass
@@ -14,24 +17,48 @@ class Pacer:
     """Books send slots: at most ``per_second`` overall, ``per_key_interval`` s apart per key.
 
     ``reserve(key, now)`` returns the moment the send may go (>= now) and books it, so
-    concurrent callers get distinct slots; ``pause_until`` (after a 429) holds every slot.
+    concurrent callers get distinct slots. Overall slots fill the earliest free gap: a key
+    booked a second ahead does not hold the other keys up behind it. ``settle(key, at)`` moves
+    a key's next slot to ``per_key_interval`` after ``at`` (when the send was answered), so a
+    send that took long, or reached the platform late, still leaves the full gap before the
+    next one. ``pause_until`` (after a 429) holds every slot.
     """
 
     per_second: float
     per_key_interval: float
-    _next_global: float = 0.0
+    _booked: list[float] = field(default_factory=list)  # overall: every booked slot, sorted
     _next_for: dict[str, float] = field(default_factory=dict)
     _paused_until: float = 0.0
 
-    def reserve(self, key: str, now: float) -> float:
-        at = max(now, self._next_global, self._paused_until, self._next_for.get(key, 0.0))
-        self._next_global = at + 1.0 / self.per_second
+    @property
+    def paused_until(self) -> float:
+        return self._paused_until
+
+    def reserve(self, key: str, now: float, latest: float | None = None) -> float:
+        """The first free slot for ``key`` at or after ``now``; booked unless it is after
+        ``latest`` (then it is only returned: the caller gives the send back)."""
+        gap = 1.0 / self.per_second
+        del self._booked[: bisect.bisect_left(self._booked, now - gap)]
+        at = max(now, self._paused_until, self._next_for.get(key, 0.0))
+        while True:  # the first moment at least ``gap`` from every booked slot
+            i = bisect.bisect_right(self._booked, at - gap + _EPSILON)
+            if i < len(self._booked) and self._booked[i] < at + gap - _EPSILON:
+                at = self._booked[i] + gap
+                continue
+            break
+        if latest is not None and at > latest:
+            return at
+        bisect.insort(self._booked, at)
         self._next_for[key] = at + self.per_key_interval
         return at
 
+    def settle(self, key: str, at: float) -> None:
+        """The send booked for ``key`` was answered at ``at``: the next one waits the full
+        gap from then."""
+        self._next_for[key] = max(self._next_for.get(key, 0.0), at + self.per_key_interval)
+
     def pause_until(self, moment: float) -> None:
         self._paused_until = max(self._paused_until, moment)
-        self._next_global = max(self._next_global, moment)
 
     def forget_idle(self, now: float) -> None:
         """Drop per-key bookings already in the past (keeps memory flat)."""
