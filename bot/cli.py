@@ -765,9 +765,28 @@ def request_cmd(
     console.print(text, highlight=False, markup=False, soft_wrap=True)
 
 
+# the HTTP port of `run` and `serve`, and the one `health` asks
+PORT_ENV = "CREDITBOT_PORT"
+DEFAULT_PORT = 8080
+
+
 @app.command("run")
 def run(
     ctx: typer.Context,
+    host: Annotated[
+        str, typer.Option(help="Address the HTTP app listens on (0.0.0.0 in a container).")
+    ] = "127.0.0.1",
+    port: Annotated[
+        int, typer.Option(envvar=PORT_ENV, help="Port of the HTTP app.", min=1, max=65535)
+    ] = DEFAULT_PORT,
+    http: Annotated[
+        bool,
+        typer.Option(
+            "--http/--no-http",
+            help="Serve the HTTP app: /healthz, /readyz, /metrics, the ERP API, and Slack's "
+            "and Telegram's webhooks when configured.",
+        ),
+    ] = True,
     slack_socket_mode: Annotated[
         bool,
         typer.Option(
@@ -786,16 +805,21 @@ def run(
         ),
     ] = False,
 ) -> None:
-    """Run CreditBot: migrate, then the scheduler (scan, credit-hold review, digest hook,
-    outbox dispatch) until stopped; with --slack-socket-mode, the Slack app too; with
-    --telegram-polling, the Telegram bot too."""
-    import asyncio
-    import logging
+    """Run a CreditBot replica: migrate, then dispatch the outbox, serve HTTP and, while this
+    replica is the leader, run the scheduled jobs (scan, credit-hold review, digest, approval
+    follow-up) until stopped (SIGTERM or Ctrl-C).
 
+    Several replicas may share one PostgreSQL database: all dispatch and serve, one leads
+    (an advisory lock; another takes over within [replicas] leader_check_seconds when it
+    dies). With --slack-socket-mode, the Slack app connects through Socket Mode too; with
+    --telegram-polling, the Telegram bot polls."""
+    import asyncio
+
+    from bot.logs import configure_logging
     from credit.store.migrate import upgrade
-    from jobs.clock import SystemClock
+    from jobs.clock import clock_from_env
+    from jobs.replica import Replica
     from jobs.runtime import Runtime, install
-    from jobs.scheduler import build_scheduler, catch_up
 
     app_ctx = _ctx(ctx)
     settings = _settings_or_exit(app_ctx)
@@ -813,13 +837,17 @@ def run(
                 "telegram.webhook_url is set: polling would delete the webhook "
                 "(unset it, or run without --telegram-polling)"
             )
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    configure_logging(settings)
+    try:
+        clock = clock_from_env()
+    except ValueError as exc:
+        _fail(str(exc))
     upgrade(app_ctx.engine)
-    clock = SystemClock()
     runtime = Runtime(
         app_ctx.engine, settings, clock, _transports(settings, engine=app_ctx.engine, clock=clock)
     )
     install(runtime)
+    replica = Replica(runtime)
 
     socket = None
     if slack_socket_mode:
@@ -828,7 +856,9 @@ def run(
         from bot.slack_app import build_slack_app
         from bot.slack_socket import socket_mode_handler
 
-        socket = socket_mode_handler(build_slack_app(app_ctx.engine, settings), settings)
+        socket = socket_mode_handler(
+            build_slack_app(app_ctx.engine, settings, clock=clock), settings
+        )
         try:
             socket.connect()  # its own threads; reconnects by itself
         except SlackApiError as exc:
@@ -840,81 +870,185 @@ def run(
 
         telegram = build_telegram_application(settings, app_ctx.engine, runtime.clock, polling=True)
 
-    async def main() -> None:
-        scheduler = build_scheduler(settings)
-        scheduler.start()
-        await catch_up(runtime)
-        try:
-            if telegram is not None:
-                from bot.telegram_app import start_polling
+    also = []
+    server = None
+    if http:
+        server = _http_server(
+            app_ctx,
+            settings,
+            host,
+            port,
+            status=replica.status,
+            telegram_webhook=not telegram,
+            clock=clock,
+        )
+        also.append(server.serve)
 
-                await start_polling(telegram)
-            await asyncio.Event().wait()
+    async def main() -> None:
+        import signal
+
+        def on_signal() -> None:  # stop gracefully: finish the requests, resign, exit 0
+            if server is not None:
+                server.should_exit = True
+            replica.stop()
+
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, on_signal)
+        if telegram is not None:
+            from bot.telegram_app import start_polling, stop_polling
+
+            await start_polling(telegram)
+        try:
+            await replica.run(*also)
         finally:
             if telegram is not None:
-                from bot.telegram_app import stop_polling
-
                 await stop_polling(telegram)
-            scheduler.shutdown(wait=False)
 
     try:
         asyncio.run(main())
     except KeyboardInterrupt:
-        console.print("stopped")
+        pass
     finally:
         if socket is not None:
             socket.close()
 
 
-@app.command("serve")
-def serve(
-    ctx: typer.Context,
-    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8080,
-) -> None:
-    """Serve the HTTP app: Slack's requests at /slack/events, Telegram's updates at
-    /telegram/webhook, and /healthz.
+def _http_server(app_ctx, settings, host, port, *, status=None, telegram_webhook=True, clock=None):  # type: ignore[no-untyped-def]
+    """uvicorn serving ``bot.http.create_app``: the ERP API, health, readiness and metrics,
+    plus /slack/events and /telegram/webhook when their secrets are set; on ``clock`` (the
+    replica's; default the system clock)."""
+    import logging
 
-    /slack/events needs [slack] bot_token and signing_secret; /telegram/webhook needs
-    [telegram] bot_token and webhook_secret (and registers itself with Telegram at start-up
-    when webhook_url is set).
-    """
     import uvicorn
 
+    from bot.api import api_routes
     from bot.http import create_app
-    from credit.store.migrate import upgrade
+    from bot.logs import uvicorn_log_config
 
-    app_ctx = _ctx(ctx)
-    settings = _settings_or_exit(app_ctx)
-    upgrade(app_ctx.engine)
+    log = logging.getLogger("creditbot.http")
+
     slack = settings.slack
     slack_app = None
     if slack.bot_token.get_secret_value() and slack.signing_secret.get_secret_value():
         from bot.slack_app import build_slack_app
 
-        slack_app = build_slack_app(app_ctx.engine, settings)
+        slack_app = build_slack_app(app_ctx.engine, settings, clock=clock)
     else:
-        err.print("[slack] bot_token and signing_secret are not set: no /slack/events")
+        log.info("[slack] bot_token and signing_secret are not set: no /slack/events")
     telegram = settings.telegram
     telegram_app = None
-    if telegram.bot_token.get_secret_value() and telegram.webhook_secret.get_secret_value():
+    if not telegram_webhook:
+        pass  # polling instead
+    elif telegram.bot_token.get_secret_value() and telegram.webhook_secret.get_secret_value():
         from bot.telegram_app import build_telegram_application
         from jobs.clock import SystemClock
 
-        telegram_app = build_telegram_application(settings, app_ctx.engine, SystemClock())
+        telegram_app = build_telegram_application(
+            settings, app_ctx.engine, clock or SystemClock()
+        )
     else:
-        err.print("[telegram] bot_token and webhook_secret are not set: no /telegram/webhook")
-    from bot.api import api_routes
-
+        log.info("[telegram] bot_token and webhook_secret are not set: no /telegram/webhook")
     web = create_app(
         slack_app,
         telegram_app=telegram_app,
         telegram_secret=telegram.webhook_secret.get_secret_value() or None,
         register_telegram_webhook=telegram_app is not None and telegram.webhook_url is not None,
         settings=settings,
-        api=api_routes(app_ctx.engine, settings),
+        api=api_routes(app_ctx.engine, settings, clock),
+        engine=app_ctx.engine,
+        status=status,
+        # button presses answered as soon as their signature checks out
+        slack_ack_first=slack.signing_secret.get_secret_value() if slack_app else None,
     )
-    uvicorn.run(web, host=host, port=port, log_level="info")
+    config = uvicorn.Config(
+        web, host=host, port=port, log_config=uvicorn_log_config(), access_log=False
+    )
+    return _uvicorn_server_class()(config)
+
+
+def _uvicorn_server_class():  # type: ignore[no-untyped-def]
+    import contextlib
+
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        """uvicorn without its own signal handling: ``run`` and ``serve`` stop it (and the
+        rest of the replica) on SIGTERM/SIGINT themselves, and exit 0."""
+
+        @contextlib.contextmanager
+        def capture_signals(self):  # type: ignore[no-untyped-def,override]
+            yield
+
+    return Server
+
+
+
+@app.command("health")
+def health(
+    port: Annotated[
+        int, typer.Option(envvar=PORT_ENV, help="Port of the running replica.", min=1, max=65535)
+    ] = DEFAULT_PORT,
+    path: Annotated[str, typer.Option(help="/healthz (alive) or /readyz (ready).")] = "/healthz",
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for the answer.")] = 3.0,
+) -> None:
+    """Ask the replica on this host whether it is alive (the container's health check):
+    exit 0 on HTTP 200, 1 otherwise."""
+    import httpx
+
+    url = f"http://127.0.0.1:{port}{path}"
+    try:
+        answer = httpx.get(url, timeout=timeout)
+    except httpx.HTTPError as exc:
+        err.print(f"{url}: {type(exc).__name__}: {exc}")
+        raise typer.Exit(1) from None
+    if answer.status_code != 200:
+        err.print(f"{url}: HTTP {answer.status_code} {answer.text[:200]}")
+        raise typer.Exit(1)
+    console.print(f"{url}: {answer.text[:200]}", highlight=False, markup=False)
+
+
+@app.command("serve")
+def serve(
+    ctx: typer.Context,
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[
+        int, typer.Option(envvar=PORT_ENV, help="Port to listen on.", min=1, max=65535)
+    ] = DEFAULT_PORT,
+) -> None:
+    """Serve the HTTP app only (no scheduler, no dispatcher): Slack's requests at
+    /slack/events, Telegram's updates at /telegram/webhook, the ERP API at /api/v1, /healthz,
+    /readyz and /metrics. `creditbot run` serves the same app next to its jobs.
+
+    /slack/events needs [slack] bot_token and signing_secret; /telegram/webhook needs
+    [telegram] bot_token and webhook_secret (and registers itself with Telegram at start-up
+    when webhook_url is set).
+    """
+    import asyncio
+    import contextlib
+
+    from bot.logs import configure_logging
+    from credit.store.migrate import upgrade
+
+    app_ctx = _ctx(ctx)
+    settings = _settings_or_exit(app_ctx)
+    configure_logging(settings)
+    upgrade(app_ctx.engine)
+    server = _http_server(app_ctx, settings, host, port)
+
+    async def main() -> None:
+        import signal
+
+        def on_signal() -> None:
+            server.should_exit = True
+
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, on_signal)
+        await server.serve()
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(main())
 
 
 people_app = typer.Typer(help="People: reps, managers, the credit desk.", no_args_is_help=True)

@@ -120,8 +120,10 @@ class LeaderElection:
             return True
         if self._conn is None:
             self._conn = self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+        high, low = lock_key_pair(self.key)
         got = self._conn.execute(
-            text("SELECT pg_try_advisory_lock(:key)"), {"key": self.key}
+            text("SELECT pg_try_advisory_lock(CAST(:high AS integer), CAST(:low AS integer))"),
+            {"high": high, "low": low},
         ).scalar_one()
         return bool(got)
 
@@ -158,6 +160,22 @@ class LeaderElection:
         if self._lock_fd is not None:
             os.close(self._lock_fd)  # releases the flock
             self._lock_fd = None
+
+
+def lock_key_pair(key: int) -> tuple[int, int]:
+    """The 64-bit key as the two signed 32-bit halves of ``pg_try_advisory_lock(int, int)``.
+
+    PostgreSQL keeps two-``integer`` advisory locks apart from single-``bigint`` ones (the
+    lock tag's ``objsubid`` is 2, not 1), and the store's transaction locks (the scan's, the
+    digest's, the migrations') are ``bigint`` ones: the leader's lock can never be one of
+    them, whatever ``[replicas] leader_lock_key`` says. (With a bigint key equal to the
+    scan's — 0x43524544, the default — the leader's scan waited for the leader's own lock,
+    for ever.) ``pg_locks`` shows the halves as ``classid`` and ``objid``."""
+    unsigned = key & 0xFFFF_FFFF_FFFF_FFFF
+    high, low = unsigned >> 32, unsigned & 0xFFFF_FFFF
+    return (high - (1 << 32) if high >= 1 << 31 else high), (
+        low - (1 << 32) if low >= 1 << 31 else low
+    )
 
 
 async def _call(callback: Callback | None) -> None:

@@ -35,6 +35,7 @@ LEADER_JOBS = (
 # the leader looks this often for a scan or digest due today that has not run (one that
 # failed with the database away, say)
 CATCH_UP_EVERY_SECONDS = 600
+STOP_GRACE_SECONDS = 10.0
 
 
 async def catch_up_job() -> bool:
@@ -64,6 +65,7 @@ class Replica:
             on_deposed=self._follow,
         )
         self._catch_up: asyncio.Task[Any] | None = None
+        self._stopping = asyncio.Event()
 
     def status(self) -> dict[str, object]:
         """For ``/readyz``: is the scheduler running, is this replica the leader."""
@@ -71,20 +73,23 @@ class Replica:
         return {"scheduler": "running" if running else "stopped", "leader": self.election.is_leader}
 
     async def run(self, *also: Callable[[], Awaitable[Any]]) -> None:
-        """Run until one of ``also`` (the HTTP server, say) returns or this task is
-        cancelled; then stop everything, giving the leadership up."""
+        """Run until ``stop`` is called, one of ``also`` (the HTTP server, say) returns, or
+        this task is cancelled; then stop everything, giving the leadership up. ``also``
+        are given ``STOP_GRACE_SECONDS`` to finish after ``stop`` (the server to close its
+        connections) before they are cancelled."""
         self.scheduler.start()
         self._follow()  # leader jobs wait for the election
         election = asyncio.create_task(self.election.run(), name="leader-election")
         others = [asyncio.create_task(fn()) for fn in also]
+        stopping = asyncio.create_task(self._stopping.wait())
         try:
-            if others:
-                done, _ = await asyncio.wait(others, return_when=asyncio.FIRST_COMPLETED)
-                for task in done:
-                    task.result()  # a server that failed to start: raise it
-            else:
-                await asyncio.Event().wait()
+            done, _ = await asyncio.wait([*others, stopping], return_when=asyncio.FIRST_COMPLETED)
+            for task in done - {stopping}:
+                task.result()  # a server that failed to start: raise it
         finally:
+            stopping.cancel()
+            if others:
+                await asyncio.wait(others, timeout=STOP_GRACE_SECONDS)
             for task in others:
                 task.cancel()
             self.election.stop()
@@ -93,6 +98,11 @@ class Replica:
             await asyncio.gather(election, *others, return_exceptions=True)
             if self.scheduler.running:
                 self.scheduler.shutdown(wait=False)
+            log.info("replica stopped")
+
+    def stop(self) -> None:
+        """Ask ``run`` to return (SIGTERM)."""
+        self._stopping.set()
 
     def _lead(self) -> None:
         for job_id in LEADER_JOBS:
