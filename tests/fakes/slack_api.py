@@ -36,11 +36,19 @@
   ``RateLimit(seconds)`` (HTTP 429, ``Retry-After``, ``ratelimited``). The files methods also
   take scripts under their method name (``script("files.getUploadURLExternal", …)``), and
   the POST of the bytes under ``"upload"`` (HTTP statuses only: the bytes are not stored).
-* Every request is recorded (``requests``): method, params, time, HTTP status, error.
+* Every request is recorded (``requests``): method, params, time, HTTP status, error, and
+  the URL path it came to (a client whose base URL is ``…/api/NAME/`` is told apart by it).
+* Optional faults, off by default: ``fault`` — a callable ``(method, channel, at)`` returning
+  an answer as ``script`` takes them (or None: carry on), consulted by ``chat.postMessage``
+  after the scripts (an outage, say); ``hold_posts(n, timeout=…)`` — the next ``n``
+  ``chat.postMessage`` calls wait before they are processed (listed in ``held``) until
+  ``release_held()`` or the timeout, then are processed as usual, even when the caller has
+  gone meanwhile (a send in flight).
 """
 
 from __future__ import annotations
 
+import contextlib
 import email.parser
 import email.policy
 import itertools
@@ -73,6 +81,16 @@ class Request:
     at: float
     status: int
     error: str | None
+    path: str = ""
+
+
+@dataclass(frozen=True)
+class Held:
+    """A ``chat.postMessage`` call held by ``hold_posts``: its URL path, params, arrival."""
+
+    path: str
+    params: dict[str, Any]
+    at: float
 
 
 @dataclass
@@ -143,6 +161,12 @@ class FakeSlackAPI:
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
+        # optional faults (off by default): see the module's docstring
+        self.fault: Callable[[str, str, float], Answer | None] | None = None
+        self.held: list[Held] = []
+        self._hold_count = 0
+        self._hold_timeout = 30.0
+        self._hold_release = threading.Event()
 
     # --- lifecycle ------------------------------------------------------------------------------
 
@@ -184,6 +208,32 @@ class FakeSlackAPI:
         with self._lock:
             self._scripts[target].extend(answers)
 
+    def hold_posts(self, count: int = 1, *, timeout: float = 30.0) -> None:
+        """The next ``count`` chat.postMessage calls wait (before being processed) until
+        ``release_held()`` or ``timeout`` seconds; each is listed in ``held`` on arrival."""
+        with self._lock:
+            self._hold_count += count
+            self._hold_timeout = timeout
+            self._hold_release = threading.Event()
+
+    def release_held(self) -> None:
+        """Let every held call (and any still to be held) go on."""
+        with self._lock:
+            self._hold_count = 0
+            self._hold_release.set()
+
+    def _maybe_hold(self, path: str, query: str, content_type: str, raw: bytes) -> None:
+        with self._lock:
+            if self._hold_count <= 0:
+                return
+            self._hold_count -= 1
+            release, timeout = self._hold_release, self._hold_timeout
+            params: dict[str, Any] = dict(parse_qsl(query))
+            with contextlib.suppress(ValueError):
+                params.update(_parse_body(content_type, raw))
+            self.held.append(Held(path, params, self.now()))
+        release.wait(timeout)
+
     def add_channel(self, channel: str) -> None:
         with self._lock:
             self.channels.add(channel)
@@ -221,6 +271,8 @@ class FakeSlackAPI:
         method = split.path.rsplit("/", 1)[-1]
         length = int(h.headers.get("Content-Length") or 0)
         raw = h.rfile.read(length) if length else b""
+        if method == "chat.postMessage" and self._hold_count > 0:
+            self._maybe_hold(split.path, split.query, h.headers.get("Content-Type", ""), raw)
         params = dict(parse_qsl(split.query))
         status, headers = 200, {}
         body: dict[str, Any] | str
@@ -237,16 +289,19 @@ class FakeSlackAPI:
             except (ValueError, KeyError) as exc:
                 body = {"ok": False, "error": "invalid_arguments", "detail": str(exc)}
             error = body.get("error") if isinstance(body, dict) else f"HTTP {status}"
-            self.requests.append(Request(method, params, at, status, error))
+            self.requests.append(Request(method, params, at, status, error, split.path))
         data = (json.dumps(body) if isinstance(body, dict) else body).encode()
-        h.send_response(status)
-        ctype = "application/json; charset=utf-8" if isinstance(body, dict) else "text/plain"
-        h.send_header("Content-Type", ctype)
-        h.send_header("Content-Length", str(len(data)))
-        for key, value in headers.items():
-            h.send_header(key, value)
-        h.end_headers()
-        h.wfile.write(data)
+        try:
+            h.send_response(status)
+            ctype = "application/json; charset=utf-8" if isinstance(body, dict) else "text/plain"
+            h.send_header("Content-Type", ctype)
+            h.send_header("Content-Length", str(len(data)))
+            for key, value in headers.items():
+                h.send_header(key, value)
+            h.end_headers()
+            h.wfile.write(data)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the caller is gone (killed while its request was held): processed anyway
 
     def _handle_response_url(self, h: BaseHTTPRequestHandler, path: str) -> None:
         length = int(h.headers.get("Content-Length") or 0)
@@ -497,6 +552,14 @@ class FakeSlackAPI:
         channel = self._resolve(requested)
         if channel != requested:
             self._scripted(channel)
+        if self.fault is not None:
+            answer = self.fault("chat.postMessage", channel, at)
+            if isinstance(answer, RateLimit):
+                raise _error("ratelimited", 429, **{"Retry-After": str(answer.retry_after)})
+            if isinstance(answer, int):
+                raise _Reply(answer, f"fake upstream error {answer}", {})
+            if isinstance(answer, str):
+                raise _error(answer)
         self._take_token(channel, at)
         text, blocks = str(params.get("text") or ""), params.get("blocks") or []
         if not text and not blocks:
