@@ -42,6 +42,10 @@ from jobs.pacing import Pacer
 log = logging.getLogger("creditbot.dispatch")
 
 
+# recording a sent message when the database is away: first retry, longest wait
+RECORD_RETRY_FIRST_SECONDS = 0.25
+RECORD_RETRY_MAX_SECONDS = 4.0
+
 # channels that are not people: no send windows
 ALWAYS_OPEN = frozenset({"erp"})
 # Sends on the wire at once per channel on the real clock (so network latency overlaps; each
@@ -230,9 +234,39 @@ class Dispatcher:
             metrics.MESSAGES_RETRIED.labels(channel).inc()
             report.errors.append(reason)
         else:
-            await asyncio.to_thread(outbox.mark_sent, self.engine, row.id, ref, self.clock.now())
+            await self._record_sent(row, ref)
             report.sent += 1
             metrics.MESSAGES_SENT.labels(channel).inc()
+
+    async def _record_sent(self, row: outbox.Claimed, ref: Any) -> None:
+        """Mark ``row`` sent. The platform has the message: if the database is away (a
+        restart, a lock), try again with backoff for most of the lease rather than leave
+        the row to be sent a second time when the lease runs out."""
+        give_up_at = self.clock.now() + timedelta(seconds=self.settings.outbox.lease_seconds * 0.8)
+        delay = RECORD_RETRY_FIRST_SECONDS
+        while True:
+            try:
+                await asyncio.to_thread(
+                    outbox.mark_sent, self.engine, row.id, ref, self.clock.now()
+                )
+                return
+            except Exception as exc:
+                if self.clock.now() + timedelta(seconds=delay) > give_up_at:
+                    log.error(
+                        "message %s was sent but could not be recorded (%s): it will be sent "
+                        "again when its lease runs out",
+                        row.id,
+                        type(exc).__name__,
+                    )
+                    raise
+                log.warning(
+                    "message %s sent; recording it failed (%s), again in %.1f s",
+                    row.id,
+                    type(exc).__name__,
+                    delay,
+                )
+                await self.clock.sleep(delay)
+                delay = min(delay * 2, RECORD_RETRY_MAX_SECONDS)
 
     async def _give_up(
         self,

@@ -6,8 +6,9 @@ replica that sent it is killed with SIGKILL; then Slack lets the held call throu
 it: the message is posted, but nobody records it), and the killed replica is started again.
 
 * Nothing is lost: every row ends ``sent``, every person has their message.
-* Duplicates are exactly the one in flight: Slack got 21 posts for 20 rows, the extra one
-  in the held message's DM, unrecorded in the outbox; its row was claimed twice.
+* Duplicates are exactly the messages in flight at the kill — the held one, and any other
+  the victim had on the wire (the dispatcher has up to ``IN_FLIGHT`` sends going per
+  channel): posted twice, the first post from the victim before it died and unrecorded.
 * The rows the dead replica had claimed wait for their lease (``[outbox] lease_seconds = 5``,
   the minimum) before anyone sends them again: the held message's second post comes after
   the ``lease_until`` its row had when the replica died.
@@ -26,6 +27,7 @@ from datetime import UTC, datetime
 
 import pytest
 
+from jobs.dispatch import IN_FLIGHT
 from tests.fakes.slack_api import FakeSlackAPI
 from tests.faults.conftest import (
     Fleet,
@@ -99,18 +101,26 @@ def test_a_replica_killed_mid_send_loses_nothing_and_repeats_only_the_message_in
         )
 
         posts = slack_posts(fake_slack)
-        assert len(posts) == PEOPLE + 1  # the one in flight, twice
         per_dm = Counter(m.channel for m in posts)
-        assert per_dm[dm] == 2
-        assert set(per_dm.values()) == {1, 2} and sum(n == 2 for n in per_dm.values()) == 1
         assert set(per_dm) == {
             FakeSlackAPI.dm_for(slack_of[r]) for (r,) in rows(db, "SELECT recipient_id FROM outbox")
         }
+        twice = sorted(d for d, n in per_dm.items() if n == 2)
+        assert set(per_dm.values()) <= {1, 2} and dm in twice
+        assert len(posts) == PEOPLE + len(twice)
+        # the messages sent twice are exactly those in flight at the kill: Slack accepted
+        # them from the victim before it died, and nobody recorded that post
         recorded = {
             (ref["channel"], ref["ts"]) for (ref,) in rows(db, "SELECT platform_ref FROM outbox")
         }
-        unrecorded = [m for m in posts if (m.channel, m.ts) not in recorded]
-        assert [m.channel for m in unrecorded] == [dm]  # the held post, nobody's record
+        unrecorded = sorted(m.channel for m in posts if (m.channel, m.ts) not in recorded)
+        assert unrecorded == twice
+        first_post = {}
+        for call in fake_slack.calls("chat.postMessage"):
+            first_post.setdefault(FakeSlackAPI.dm_for(call.params["channel"]), call)
+        for d in twice:  # (the victim's own URL: sent before it died, restarted as "a2")
+            assert f"/api/{victim.name}/" in first_post[d].path, d
+        assert len(twice) <= IN_FLIGHT  # the dispatcher's sends in flight per channel
         assert scalar(db, "SELECT attempts FROM outbox WHERE id = :i", i=held_row) == 2
         # sent again only after the dead replica's lease ran out
         posted_at = sorted(
