@@ -906,12 +906,25 @@ def run(
                 await stop_polling(telegram)
 
     try:
-        asyncio.run(main())
+        _run_loop(main)
     except KeyboardInterrupt:
         pass
     finally:
         if socket is not None:
             socket.close()
+
+
+def _run_loop(main):  # type: ignore[no-untyped-def]
+    """Run ``main()`` on uvloop where it is installed (it is a dependency, but for Windows),
+    else on asyncio's own loop."""
+    import asyncio
+
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - Windows
+        return asyncio.run(main())
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(main())
 
 
 def _http_server(app_ctx, settings, host, port, *, status=None, telegram_webhook=True, clock=None):  # type: ignore[no-untyped-def]
@@ -1048,7 +1061,7 @@ def serve(
         await server.serve()
 
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(main())
+        _run_loop(main)
 
 
 people_app = typer.Typer(help="People: reps, managers, the credit desk.", no_args_is_help=True)

@@ -42,13 +42,16 @@ import contextlib
 import hmac
 import json
 import logging
+import re
 import threading
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from urllib.parse import unquote_plus
 
 from slack_bolt import App
 from slack_bolt.adapter.starlette.handler import to_bolt_request, to_starlette_response
+from slack_bolt.request import BoltRequest
 from slack_sdk.signature import SignatureVerifier
 from sqlalchemy import Engine, text
 from starlette.applications import Starlette
@@ -220,26 +223,38 @@ def _metrics_endpoint(engine: Engine | None) -> Callable[[Request], Any]:
 
 
 PRESS_WORKERS = 4
+PRESS_QUIET_SECONDS = 0.02
+PRESS_MAX_HOLD_SECONDS = 0.5
 
 
-def _is_button_press(payload: dict[str, Any]) -> bool:
-    """Bolt's parsed body: an interaction's ``payload`` (form-encoded JSON) itself."""
-    return isinstance(payload, dict) and payload.get("type") == "block_actions"
+PRESS_PREFIX = re.compile(r'payload=\{\s*"type"\s*:\s*"block_actions"')
+
+
+def _looks_like_press(body: bytes) -> bool:
+    """A ``block_actions`` interaction, judged from the body's first bytes (Slack puts the
+    payload's ``type`` first); anything else takes the full path through Bolt."""
+    return PRESS_PREFIX.match(unquote_plus(body[:96].decode("latin-1"))) is not None
 
 
 def _ack_first(
-    bolt: App, signing_secret: str, workers: concurrent.futures.Executor | None = None
-) -> Callable[[Any, bytes, Request], Response]:
+    bolt: App,
+    signing_secret: str,
+    workers: concurrent.futures.Executor | None = None,
+    *,
+    quiet_seconds: float | None = PRESS_QUIET_SECONDS,
+    max_hold_seconds: float = PRESS_MAX_HOLD_SECONDS,
+) -> Callable[[bytes, Request], Response]:
     """Button presses (``block_actions``) answered 200 as soon as their signature checks
-    out, Bolt processing them after the answer, in the thread pool.
+    out, Bolt processing them after the answer, in a thread pool of their own.
 
     Slack wants every interaction acknowledged within 3 s, and a press needs nothing in the
     answer. Through Bolt the answer waits for a listener thread to call ``ack()`` — behind
     every decision in progress when many people press at once (200 presses: seconds, and
-    404s once Bolt gives up waiting). Here the answer costs a signature check. A press is
-    then processed exactly as before (Bolt checks the signature again); a replica that dies
-    in between loses the press, whose card still shows its buttons to be pressed again.
-    Modal submissions and commands, whose answers carry content, still go through Bolt."""
+    404s once Bolt gives up waiting). Here the answer costs a signature check: Bolt's request
+    is built, and the press processed exactly as before (Bolt checks the signature again),
+    after it. A replica that dies in between loses the press, whose card still shows its
+    buttons to be pressed again. Modal submissions and commands, whose answers carry
+    content, still go through Bolt first."""
     verifier = SignatureVerifier(signing_secret)
     in_flight: set[asyncio.Future[Any]] = set()
     # a few threads of its own: presses waiting here do not take the threads (and the
@@ -249,22 +264,60 @@ def _ack_first(
             max_workers=PRESS_WORKERS, thread_name_prefix="slack-press"
         )
 
-    def process(bolt_request: Any) -> None:
-        response = bolt.dispatch(bolt_request)
+    def process(body: bytes, query: dict[str, list[str]], headers: dict[str, str]) -> None:
+        try:
+            bolt_request = BoltRequest(body=body.decode("utf-8"), query=query, headers=headers)
+            response = bolt.dispatch(bolt_request)
+        except Exception:  # a signed body Bolt cannot read: only Slack can have sent it
+            log.exception("slack: a press acknowledged first could not be processed")
+            return
         if response.status >= 400:
             log.warning("slack: a press acknowledged first got %s from Bolt", response.status)
 
-    def ack(bolt_request: Any, body: bytes, request: Request) -> Response:
+    def ack(body: bytes, request: Request) -> Response:
         if not verifier.is_valid(
             body=body,
             timestamp=request.headers.get("x-slack-request-timestamp", ""),
             signature=request.headers.get("x-slack-signature", ""),
         ):
             return _unauthorized()
-        task = asyncio.get_running_loop().run_in_executor(workers, process, bolt_request)
-        in_flight.add(task)  # keep a reference until done
-        task.add_done_callback(in_flight.discard)
+        query: dict[str, list[str]] = {}
+        for key, value in request.query_params.multi_items():
+            query.setdefault(key, []).append(value)
+        hold((body, query, dict(request.headers)))
         return Response(status_code=200)
+
+    # Presses wait until none has come for ``quiet_seconds`` (at most ``max_hold_seconds``
+    # after the first): while many arrive at once the interpreter answers them, instead of
+    # sharing its time with the decisions of the first ones.
+    held: list[tuple[bytes, dict[str, list[str]], dict[str, str]]] = []
+    timer: asyncio.TimerHandle | None = None
+    first_held_at = 0.0
+
+    def hold(press: tuple[bytes, dict[str, list[str]], dict[str, str]]) -> None:
+        nonlocal timer, first_held_at
+        loop = asyncio.get_running_loop()
+        if not held:
+            first_held_at = loop.time()
+        held.append(press)
+        if quiet_seconds is None:
+            hand_over()
+            return
+        if timer is not None:
+            timer.cancel()
+        wait = min(quiet_seconds, max(0.0, first_held_at + max_hold_seconds - loop.time()))
+        timer = loop.call_later(wait, hand_over)
+
+    def hand_over() -> None:
+        nonlocal timer
+        timer = None
+        loop = asyncio.get_running_loop()
+        presses = held[:]
+        held.clear()
+        for press in presses:
+            task = loop.run_in_executor(workers, process, *press)
+            in_flight.add(task)  # keep a reference until done
+            task.add_done_callback(in_flight.discard)
 
     return ack
 
@@ -281,6 +334,7 @@ def create_app(
     status: Callable[[], Mapping[str, object]] | None = None,
     slack_ack_first: str | None = None,
     slack_press_executor: concurrent.futures.Executor | None = None,
+    slack_press_quiet: float | None = PRESS_QUIET_SECONDS,
 ) -> Starlette:
     """The ASGI app; ``/healthz``, ``/readyz`` and ``/metrics`` are always served.
 
@@ -293,7 +347,8 @@ def create_app(
     for ``/readyz`` (``{"scheduler": "running", "leader": True}``; not ready unless
     ``"scheduler"``, when present, is ``"running"``). ``slack_ack_first``: the Slack signing
     secret, to acknowledge button presses at once (see ``_ack_first``), handing them to Bolt
-    in ``slack_press_executor`` (default: a small thread pool of its own)."""
+    in ``slack_press_executor`` (default: a small thread pool of its own) once no press has
+    come for ``slack_press_quiet`` seconds (``None``: at once)."""
     routes: list[BaseRoute] = [
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", _readyz(engine, status), methods=["GET"]),
@@ -305,7 +360,9 @@ def create_app(
         ack_first = (
             None
             if slack_ack_first is None
-            else _ack_first(bolt, slack_ack_first, slack_press_executor)
+            else _ack_first(
+                bolt, slack_ack_first, slack_press_executor, quiet_seconds=slack_press_quiet
+            )
         )
 
         async def slack_events(request: Request) -> Response:
@@ -314,14 +371,14 @@ def create_app(
             body = await request.body()
             if len(body) > MAX_BODY_BYTES:
                 return JSONResponse({"error": "request too large"}, status_code=413)
+            if ack_first is not None and _looks_like_press(body):
+                return ack_first(body, request)
             try:
                 # parses the body at once: a body that is not UTF-8 or whose payload is not
                 # JSON would raise (a 500) before the signature is checked
                 bolt_request = to_bolt_request(request, body)
             except ValueError:  # UnicodeDecodeError and json.JSONDecodeError included
                 return _unauthorized()
-            if ack_first is not None and _is_button_press(bolt_request.body):
-                return ack_first(bolt_request, body, request)
             bolt_response = await run_in_threadpool(bolt.dispatch, bolt_request)
             return to_starlette_response(bolt_response)
 

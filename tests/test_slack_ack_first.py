@@ -22,13 +22,18 @@ from tests.test_approval_slack import make_world
 class FirstWorld:
     """``World``'s ledger, fakes and cards, served by the app with presses acked first."""
 
-    def __init__(self, world: World) -> None:
+    def __init__(self, world: World, quiet: float | None = None) -> None:
         self.world = world
         self.presses = TrackingExecutor()  # where the acked presses go to Bolt
         bolt = build_slack_app(
             world.engine, world.settings, clock=world.clock, listener_executor=world.executor
         )
-        app = create_app(bolt, slack_ack_first=SECRET, slack_press_executor=self.presses)
+        app = create_app(
+            bolt,
+            slack_ack_first=SECRET,
+            slack_press_executor=self.presses,
+            slack_press_quiet=quiet,  # None: handed over at once, so that tests can wait
+        )
         self.http = TestClient(app, raise_server_exceptions=False)
         self.http.__enter__()
 
@@ -134,3 +139,31 @@ def test_modal_submissions_still_go_through_bolt_for_their_answer(first: FirstWo
     assert resp.status_code == 200
     assert resp.json()["response_action"] == "errors"
     assert first.presses.futures and len(first.presses.futures) == 1  # only the press
+
+
+def test_presses_are_handed_over_once_the_burst_is_quiet(engine: Engine) -> None:
+    """While presses keep coming (each within the quiet period of the last) they are only
+    answered; the decisions start once none has come for the quiet period."""
+    for world in make_world(engine):
+        first = FirstWorld(world, quiet=0.5)
+        try:
+            request_ids = [world.raise_request(order=f"SO-{n}") for n in (1, 2, 3)]
+            world.dispatch()
+            clicks = [
+                world.signed(world.click(world.slack_card(MIA, f"SO-{n}"), "approve", MIA))
+                for n in (1, 2, 3)
+            ]
+            started = time.monotonic()
+            answers = [first.post(body, headers).status_code for body, headers in clicks]
+            burst = time.monotonic() - started
+            assert answers == [200, 200, 200]
+            if burst < 0.5:  # (a slow machine may take longer to post three)
+                assert first.presses.futures == []  # held while the burst goes on
+            deadline = time.monotonic() + 10
+            while len(first.presses.futures) < 3:
+                assert time.monotonic() < deadline, "the presses were never handed over"
+                time.sleep(0.01)
+            first.settle()
+            assert [world.request(r).status for r in request_ids] == ["approved"] * 3
+        finally:
+            first.close()
