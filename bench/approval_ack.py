@@ -103,6 +103,26 @@ def serve(argv: list[str]) -> None:
     uvicorn.run(app, host="127.0.0.1", port=int(port), log_level="warning")
 
 
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+
+def _wait_idle(pid: int, timeout: float = 30.0) -> None:
+    """Until the process used under 5 % of a core over a quarter of a second (Linux; else
+    at once)."""
+    if not Path(f"/proc/{pid}/stat").exists():
+        return
+    deadline = time.monotonic() + timeout
+    before = _cpu_seconds(pid)
+    while time.monotonic() < deadline:
+        time.sleep(0.25)
+        after = _cpu_seconds(pid)
+        if after - before < 0.0125:
+            return
+        before = after
+
+
 def fire(argv: list[str]) -> None:
     """``python -m bench.approval_ack fire PORT CLICKS_JSON``: open one connection per click,
     then send every click at once (HTTP/1.1 over asyncio streams: microseconds of client
@@ -301,6 +321,7 @@ def measure(url: str) -> AckResult:
                 if server.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError("the app did not start")
                 time.sleep(0.1)
+            _wait_idle(server.pid)  # start-up done: measure the serving, not the importing
 
             # the clicks come from a process of their own (as Slack's do), so that neither
             # the fakes' threads here nor a client library's overhead counts as the server's

@@ -12,6 +12,17 @@ from dataclasses import dataclass, field
 _EPSILON = 1e-6  # clock readings near 1.8e9 s are exact to ~2e-7 s only
 
 
+def earliest_free_slot(booked: list[float], at: float, gap: float) -> float:
+    """The first moment from ``at`` that is at least ``gap`` from every slot in ``booked``
+    (sorted): the earliest free gap, not the end of the queue."""
+    while True:
+        i = bisect.bisect_right(booked, at - gap + _EPSILON)
+        if i < len(booked) and booked[i] < at + gap - _EPSILON:
+            at = booked[i] + gap
+            continue
+        return at
+
+
 @dataclass
 class Pacer:
     """Books send slots: at most ``per_second`` overall, ``per_key_interval`` s apart per key.
@@ -39,13 +50,9 @@ class Pacer:
         ``latest`` (then it is only returned: the caller gives the send back)."""
         gap = 1.0 / self.per_second
         del self._booked[: bisect.bisect_left(self._booked, now - gap)]
-        at = max(now, self._paused_until, self._next_for.get(key, 0.0))
-        while True:  # the first moment at least ``gap`` from every booked slot
-            i = bisect.bisect_right(self._booked, at - gap + _EPSILON)
-            if i < len(self._booked) and self._booked[i] < at + gap - _EPSILON:
-                at = self._booked[i] + gap
-                continue
-            break
+        at = earliest_free_slot(
+            self._booked, max(now, self._paused_until, self._next_for.get(key, 0.0)), gap
+        )
         if latest is not None and at > latest:
             return at
         bisect.insort(self._booked, at)

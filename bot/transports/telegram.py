@@ -80,6 +80,7 @@ from bot.transports.base import (
     TransientSendError,
 )
 from credit.settings import TelegramSettings
+from jobs.pacing import earliest_free_slot
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +98,6 @@ UNREACHABLE = (
 )
 NOT_MODIFIED = "message is not modified"
 DEFAULT_RETRY_AFTER = 1.0
-_EPSILON = 1e-6  # clock readings near 1.8e9 s are exact to ~2e-7 s only
 NO_PREVIEW = LinkPreviewOptions(is_disabled=True)
 
 T = TypeVar("T")
@@ -197,13 +197,7 @@ class ChatPacer:
         now = self.clock.now().timestamp()
         gap = 1.0 / self.global_per_second
         self._forget_before(now - gap)
-        at = max(now, self._next_for.get(chat_id, 0.0))
-        while True:  # the first moment at least ``gap`` from every booked slot
-            i = bisect.bisect_right(self._booked, at - gap + _EPSILON)
-            if i < len(self._booked) and self._booked[i] < at + gap - _EPSILON:
-                at = self._booked[i] + gap
-                continue
-            break
+        at = earliest_free_slot(self._booked, max(now, self._next_for.get(chat_id, 0.0)), gap)
         bisect.insort(self._booked, at)
         self._next_for[chat_id] = at + self.interval(chat_id)
         return at
