@@ -391,6 +391,8 @@ class ApiSettings(_Section):
     max_clock_skew_seconds: int = Field(300, ge=1, le=3600)
     # signs the decisions we post to the ERP's callback URL
     callback_secret: SecretStr = SecretStr("")
+    # how long a decision callback may take before it counts as failed (and is retried)
+    callback_timeout_seconds: float = Field(10.0, gt=0, le=120)
 
 
 def _percent(value: Any, index: int) -> Decimal:

@@ -100,7 +100,11 @@ class ErpTransport:
 
     @classmethod
     def from_settings(cls, settings: Any, *, clock: Clock) -> ErpTransport:
-        return cls(settings.api.callback_secret.get_secret_value(), clock=clock)
+        return cls(
+            settings.api.callback_secret.get_secret_value(),
+            clock=clock,
+            timeout=settings.api.callback_timeout_seconds,
+        )
 
     async def send(self, message: Outgoing) -> dict[str, Any]:
         url = message.payload.get("callback_url")

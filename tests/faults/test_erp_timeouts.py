@@ -21,7 +21,6 @@ from collections import Counter
 
 import pytest
 
-from bot.transports.erp import DEFAULT_TIMEOUT
 from tests.fakes.slack_api import FakeSlackAPI
 from tests.faults.conftest import (
     APPROVERS,
@@ -51,6 +50,7 @@ pytestmark = [
 ]
 
 TIMEOUTS = 2
+CALLBACK_TIMEOUT = 3.0  # [api] callback_timeout_seconds of the replicas
 
 
 def test_erp_callbacks_that_time_out_are_retried_until_delivered_and_repeat_only_those(
@@ -60,7 +60,7 @@ def test_erp_callbacks_that_time_out_are_retried_until_delivered_and_repeat_only
     migrate(url)
     seed_approvals(url)
     db = probe_engine(url)
-    with FakeErp(CALLBACK_SECRET, hold=TIMEOUTS, hold_max=3 * DEFAULT_TIMEOUT) as erp:
+    with FakeErp(CALLBACK_SECRET, hold=TIMEOUTS, hold_max=3 * CALLBACK_TIMEOUT) as erp:
         try:
             env = replica_env(
                 db_url=url,
@@ -69,6 +69,7 @@ def test_erp_callbacks_that_time_out_are_retried_until_delivered_and_repeat_only
                     "CREDITBOT_OUTBOX__BACKOFF_BASE_SECONDS": "1",
                     "CREDITBOT_OUTBOX__BACKOFF_CAP_SECONDS": "4",
                     "CREDITBOT_OUTBOX__MAX_ATTEMPTS": "10",
+                    "CREDITBOT_API__CALLBACK_TIMEOUT_SECONDS": str(CALLBACK_TIMEOUT),
                 },
             )
             a, b = fleet.start("a", env), fleet.start("b", env)
@@ -124,7 +125,7 @@ def test_erp_callbacks_that_time_out_are_retried_until_delivered_and_repeat_only
             # every callback delivered, through the timeouts
             wait_for(
                 lambda: outbox_by_status(db, "erp") == {"sent": len(decided)},
-                timeout=4 * DEFAULT_TIMEOUT + 30,
+                timeout=4 * CALLBACK_TIMEOUT + 30,
                 what=f"every callback sent (now {outbox_by_status(db, 'erp')})",
                 interval=0.2,
             )
@@ -133,7 +134,7 @@ def test_erp_callbacks_that_time_out_are_retried_until_delivered_and_repeat_only
             assert len(held) == TIMEOUTS
             for c in held:  # the caller gave up at its timeout, not the ERP
                 assert c.held_for is not None
-                assert DEFAULT_TIMEOUT - 1 <= c.held_for < erp.hold_max
+                assert CALLBACK_TIMEOUT - 1 <= c.held_for < erp.hold_max
             assert all(c.signature_ok for c in calls)
             expected = {f"erp_callback:{rid}:{status}" for rid, status in decided.items()}
             for c in calls:
