@@ -227,40 +227,17 @@ class PrivateCluster:
         self._run("initdb", "-D", str(self.data), "-A", "trust", "-U", "postgres", "--no-sync")
         return self
 
+    def _pg_ctl(self, action: str, *options: str) -> None:
+        self._run("pg_ctl", "-D", str(self.data), "-w", "-t", "60", *options, action)
+
     def start(self) -> None:
-        self._run(
-            "pg_ctl",
-            "-D",
-            str(self.data),
-            "-l",
-            str(self.log),
-            "-w",
-            "-t",
-            "60",
-            "-o",
-            self._options(),
-            "start",
-        )
+        self._pg_ctl("start", "-l", str(self.log), "-o", self._options())
 
     def stop(self, mode: str = "fast") -> None:
-        self._run("pg_ctl", "-D", str(self.data), "-w", "-t", "60", "-m", mode, "stop")
+        self._pg_ctl("stop", "-m", mode)
 
     def restart(self, mode: str = "fast") -> None:
-        self._run(
-            "pg_ctl",
-            "-D",
-            str(self.data),
-            "-l",
-            str(self.log),
-            "-w",
-            "-t",
-            "60",
-            "-m",
-            mode,
-            "-o",
-            self._options(),
-            "restart",
-        )
+        self._pg_ctl("restart", "-l", str(self.log), "-m", mode, "-o", self._options())
 
     def url(self, database: str = "postgres") -> str:
         return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/{database}"
@@ -455,6 +432,28 @@ class Fleet:
             return found[0] if found else None
 
         return wait_for(one, timeout=timeout, what="a leader", interval=0.1)
+
+    def wait_settled_leader(
+        self, replicas: Sequence[Replica], timeout: float, hold: float = 2.5
+    ) -> Replica:
+        """The one leader once the same replica alone has said so for ``hold`` seconds.
+
+        After a database restart a replica may still say it leads for up to
+        ``leader_check_seconds``: its lock died with its old connection, which it learns at
+        its next check, while another may have taken the lock already. The lock is never held
+        twice; what ``/readyz`` reports can overlap for that moment."""
+        deadline = time.monotonic() + timeout
+        since, who = time.monotonic(), None
+        while True:
+            found = [r.name for r in self.leaders(replicas)]
+            now = time.monotonic()
+            current = found[0] if len(found) == 1 else None
+            if current != who:
+                since, who = now, current
+            elif who is not None and now - since >= hold:
+                return next(r for r in replicas if r.name == who)
+            assert now < deadline, f"no settled leader (now {found})"
+            time.sleep(0.1)
 
     def stop_all(self) -> None:
         for r in self.replicas:
@@ -771,3 +770,12 @@ def decisions_by_request(engine: Engine) -> dict[int, dict[str, int]]:
 def slack_posts(slack: FakeSlackAPI) -> list[StoredMessage]:
     with slack._lock:
         return [m for messages in slack.messages.values() for m in messages]
+
+
+def slack_admins(count: int) -> dict[str, dict[str, str]]:
+    """``count`` admins reachable on Slack (adm10, UADMIN10, …), for ``seed_people``: admin
+    alerts go at any hour, so tests that send them do not depend on the time of day."""
+    return {
+        f"adm{i:02d}": {"role": "admin", "slack_user_id": f"UADMIN{i:02d}"}
+        for i in range(10, 10 + count)
+    }

@@ -37,6 +37,7 @@ from tests.faults.conftest import (
     replica_env,
     rows,
     scalar,
+    slack_admins,
     slack_posts,
     wait_for,
 )
@@ -59,10 +60,7 @@ def test_a_replica_killed_mid_send_loses_nothing_and_repeats_only_the_message_in
     migrate(url)
     db = probe_engine(url)
     try:
-        admins = {
-            f"adm{i:02d}": {"role": "admin", "slack_user_id": f"UADMIN{i:02d}"}
-            for i in range(10, 10 + PEOPLE)
-        }
+        admins = slack_admins(PEOPLE)
         seed_people(db, reps=0, **admins)
         now = datetime.now(UTC)
         ids = put(db, [admin_alert_message(db, code, f"kill:{code}", now) for code in admins])

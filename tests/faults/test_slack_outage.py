@@ -32,6 +32,7 @@ from tests.faults.conftest import (
     probe_engine,
     replica_env,
     rows,
+    slack_admins,
     slack_posts,
     wait_for,
 )
@@ -76,10 +77,7 @@ def test_a_minute_of_slack_errors_and_rate_limits_is_ridden_out_and_delivered_on
     migrate(url)
     db = probe_engine(url)
     try:
-        admins = {
-            f"adm{i:02d}": {"role": "admin", "slack_user_id": f"UADMIN{i:02d}"}
-            for i in range(10, 10 + FIRST + LATER)
-        }
+        admins = slack_admins(FIRST + LATER)
         seed_people(db, reps=0, **admins)
         codes = sorted(admins)
 
