@@ -1135,14 +1135,26 @@ def raise_text(t: Translator, outcome: RaiseOutcome, command: str) -> str:
 # --- the Bolt app -----------------------------------------------------------------------------
 
 
-def _after_ack(what: str, work: Callable[..., Any], *args: Any) -> None:
+def _after_ack(
+    what: str, work: Callable[..., Any], *args: Any, respond: Callable[..., Any] | None = None
+) -> None:
     """A listener's work once Slack has its ack. An error is logged, not raised: Bolt would
-    otherwise throw away the ack it already has and answer Slack 404 (the user would see an
-    error for a press that may well have been decided — with the database away, say)."""
+    otherwise throw away the ack it already has and answer Slack 404. A button's presser is
+    told, privately through the press's ``response_url`` (no database needed), that nothing
+    was done and to press again."""
     try:
         work(*args)
     except Exception:
         log.exception("slack: %s failed after the ack", what)
+        if respond is not None:
+            try:
+                respond(
+                    text=Translator(None)("action_failed"),
+                    response_type="ephemeral",
+                    replace_original=False,
+                )
+            except Exception as exc:  # Slack away too: the log has it
+                log.warning("slack: could not tell the presser (%s)", type(exc).__name__)
 
 
 def build_slack_app(
@@ -1182,24 +1194,24 @@ def build_slack_app(
     work = SlackInteractions(engine, settings, client, clock, card_transports)
 
     @app.action(ACTIONS["ack"])
-    def ack_pressed(ack: Callable, body: dict, action: dict) -> None:
+    def ack_pressed(ack: Callable, body: dict, action: dict, respond: Callable) -> None:
         ack()
-        _after_ack("ack", work.on_ack, body, action)
+        _after_ack("ack", work.on_ack, body, action, respond=respond)
 
     @app.action(ACTIONS["snooze"])
-    def snooze_pressed(ack: Callable, body: dict, action: dict) -> None:
+    def snooze_pressed(ack: Callable, body: dict, action: dict, respond: Callable) -> None:
         ack()
-        _after_ack("snooze", work.on_snooze, body, action)
+        _after_ack("snooze", work.on_snooze, body, action, respond=respond)
 
     @app.action(ACTIONS["promise"])
-    def promise_pressed(ack: Callable, body: dict, action: dict) -> None:
+    def promise_pressed(ack: Callable, body: dict, action: dict, respond: Callable) -> None:
         ack()
-        _after_ack("promise", work.open_modal, body, action, "promise")
+        _after_ack("promise", work.open_modal, body, action, "promise", respond=respond)
 
     @app.action(ACTIONS["dispute"])
-    def dispute_pressed(ack: Callable, body: dict, action: dict) -> None:
+    def dispute_pressed(ack: Callable, body: dict, action: dict, respond: Callable) -> None:
         ack()
-        _after_ack("dispute", work.open_modal, body, action, "dispute")
+        _after_ack("dispute", work.open_modal, body, action, "dispute", respond=respond)
 
     @app.view(PROMISE_VIEW)
     def promise_submitted(ack: Callable, body: dict, view: dict) -> None:
@@ -1219,14 +1231,14 @@ def build_slack_app(
         _after_ack("dispute form", work.on_dispute_submitted, body, reason)
 
     @app.action(APPROVAL_BUTTONS["approve"])
-    def approve_pressed(ack: Callable, body: dict, action: dict) -> None:
+    def approve_pressed(ack: Callable, body: dict, action: dict, respond: Callable) -> None:
         ack()
-        _after_ack("approve", work.on_approve, body, action)
+        _after_ack("approve", work.on_approve, body, action, respond=respond)
 
     @app.action(APPROVAL_BUTTONS["reject"])
-    def reject_pressed(ack: Callable, body: dict, action: dict) -> None:
+    def reject_pressed(ack: Callable, body: dict, action: dict, respond: Callable) -> None:
         ack()
-        _after_ack("reject", work.open_reject_modal, body, action)
+        _after_ack("reject", work.open_reject_modal, body, action, respond=respond)
 
     @app.view(REJECT_VIEW)
     def reject_submitted(ack: Callable, body: dict, view: dict) -> None:

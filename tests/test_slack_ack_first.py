@@ -9,11 +9,12 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from sqlalchemy import Engine
+from sqlalchemy import Engine, text
 from starlette.testclient import TestClient
 
 from bot.http import create_app
 from bot.slack_app import build_slack_app
+from credit.store.db import IMMEDIATE, make_engine
 from tests.support.approvals import MIA, SECRET, World, texts
 from tests.support.slack_requests import TrackingExecutor, slack_signature
 from tests.test_approval_slack import make_world
@@ -22,11 +23,16 @@ from tests.test_approval_slack import make_world
 class FirstWorld:
     """``World``'s ledger, fakes and cards, served by the app with presses acked first."""
 
-    def __init__(self, world: World, quiet: float | None = None) -> None:
+    def __init__(
+        self, world: World, quiet: float | None = None, app_engine: Engine | None = None
+    ) -> None:
         self.world = world
         self.presses = TrackingExecutor()  # where the acked presses go to Bolt
         bolt = build_slack_app(
-            world.engine, world.settings, clock=world.clock, listener_executor=world.executor
+            app_engine or world.engine,
+            world.settings,
+            clock=world.clock,
+            listener_executor=world.executor,
         )
         app = create_app(
             bolt,
@@ -167,3 +173,52 @@ def test_presses_are_handed_over_once_the_burst_is_quiet(engine: Engine) -> None
             assert [world.request(r).status for r in request_ids] == ["approved"] * 3
         finally:
             first.close()
+
+
+def _impatient(engine: Engine, db_kind: str) -> Engine:
+    """Another engine on the test's database that gives up on a lock after 50 ms."""
+    url = engine.url.render_as_string(hide_password=False)
+    if db_kind == "sqlite":
+        return make_engine(url, busy_timeout_ms=50)
+    with engine.connect() as conn:
+        schema = conn.execute(text("SELECT current_schema()")).scalar_one()
+    return make_engine(url, connect_args={"options": f"-csearch_path={schema} -clock_timeout=50"})
+
+
+def test_a_press_that_cannot_be_processed_tells_the_presser_to_press_again(
+    engine: Engine, db_kind: str
+) -> None:
+    """The database refuses the decision's write (another connection holds SQLite's one write
+    lock, or the request's row on PostgreSQL, past the app's 50 ms). The press was answered
+    200 already; the presser is told through the press's response_url, and pressing again
+    once the database is free decides it."""
+    app_engine = _impatient(engine, db_kind)
+    for world in make_world(engine):
+        request_id = world.raise_request()
+        world.dispatch()
+        first = FirstWorld(world, app_engine=app_engine)
+        try:
+            payload = world.click(world.slack_card(MIA), "approve", MIA)
+            payload["response_url"] = world.slack.response_url()
+            with engine.connect() as conn:
+                holder = conn.execution_options(**{IMMEDIATE: True})  # SQLite: BEGIN IMMEDIATE
+                holder.begin()
+                holder.execute(
+                    text("SELECT id FROM shipment_request WHERE id = :id FOR UPDATE")
+                    if db_kind == "postgres"
+                    else text("SELECT 1"),
+                    {"id": request_id},
+                )
+                assert first.post(*world.signed(payload)).status_code == 200
+                first.settle()
+                holder.rollback()
+            assert world.request(request_id).status == "pending"
+            [told] = world.slack.responded(payload["response_url"])
+            assert told["response_type"] == "ephemeral" and "press again" in told["text"]
+
+            assert first.post(*world.signed(payload)).status_code == 200  # pressed again
+            first.settle()
+            assert world.request(request_id).status == "approved"
+        finally:
+            first.close()
+    app_engine.dispose()
