@@ -200,10 +200,12 @@ def _readyz(
     return readyz
 
 
-def _metrics_endpoint(engine: Engine | None) -> Callable[[Request], Any]:
+def _metrics_endpoint(
+    engine: Engine | None, channels: Sequence[str] = ()
+) -> Callable[[Request], Any]:
     scrape_db = None
     if engine is not None:
-        registry = metrics.database_registry(engine)
+        registry = metrics.database_registry(engine, channels)
         scrape_db = SingleFlight(lambda: metrics.generate_latest(registry), "metrics-db")
 
     async def metrics_endpoint(_request: Request) -> Response:
@@ -322,6 +324,14 @@ def _ack_first(
     return ack
 
 
+def _queue_channels(settings: Settings | None) -> list[str]:
+    """The channels whose queue depth is always reported: the configured ones, and the ERP's
+    decision callbacks."""
+    if settings is None:
+        return []
+    return list(dict.fromkeys([*settings.outbox.channels, "erp"]))
+
+
 def create_app(
     slack_app: App | None = None,
     telegram_app: Application | None = None,
@@ -352,7 +362,11 @@ def create_app(
     routes: list[BaseRoute] = [
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", _readyz(engine, status), methods=["GET"]),
-        Route("/metrics", _metrics_endpoint(engine), methods=["GET"]),
+        Route(
+            "/metrics",
+            _metrics_endpoint(engine, _queue_channels(settings)),
+            methods=["GET"],
+        ),
     ]
     routes.extend(api or ())
     if slack_app is not None:

@@ -146,8 +146,11 @@ OUTBOX_STATUSES = ("pending", "sending", "failed", "dead")
 class DatabaseCollector(Collector):
     """Outbox queue depth and pending approvals, counted in the database at each scrape."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, channels: Sequence[str] = ()) -> None:
         self.engine = engine
+        # these channels report every status, 0 when no row has it (a series that appears
+        # and vanishes with its rows is hard to alert on)
+        self.channels = tuple(channels)
 
     def describe(self) -> Iterable[Metric]:
         return []  # nothing is queried at registration
@@ -182,7 +185,9 @@ class DatabaseCollector(Collector):
             "Outbox rows by channel and status (pending, sending, failed, dead).",
             labels=["channel", "status"],
         )
-        for channel, status, count in sorted(depth):
+        counted = {(ch, st): 0 for ch in self.channels for st in OUTBOX_STATUSES}
+        counted.update({(channel, status): count for channel, status, count in depth})
+        for (channel, status), count in sorted(counted.items()):
             queue.add_metric([channel, status], count)
         yield queue
         approvals = GaugeMetricFamily(
@@ -192,10 +197,10 @@ class DatabaseCollector(Collector):
         yield approvals
 
 
-def database_registry(engine: Engine) -> CollectorRegistry:
-    """A registry holding just ``DatabaseCollector(engine)`` (one per HTTP app)."""
+def database_registry(engine: Engine, channels: Sequence[str] = ()) -> CollectorRegistry:
+    """A registry holding just ``DatabaseCollector(engine, channels)`` (one per HTTP app)."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(DatabaseCollector(engine))
+    registry.register(DatabaseCollector(engine, channels))
     return registry
 
 

@@ -159,6 +159,24 @@ def test_queue_depth_is_read_from_the_database_at_scrape_time(engine):
     assert depth(second, "slack", "pending") == 4
 
 
+def test_the_configured_channels_report_every_status_even_with_no_rows(engine):
+    seed_people(engine)
+    put(engine, reminders(engine, ["rep01"], channel="slack"))
+    configured = Settings.model_validate({"outbox": {"channels": ["console"]}})
+    with TestClient(create_app(engine=engine, settings=configured)) as client:
+        values = scrape(client)
+    queue = {
+        (dict(labels)["channel"], dict(labels)["status"]): value
+        for (name, labels), value in values.items()
+        if name == "creditbot_outbox_messages"
+    }
+    assert queue == {
+        **{("console", status): 0 for status in ("pending", "sending", "failed", "dead")},
+        **{("erp", status): 0 for status in ("pending", "sending", "failed", "dead")},
+        ("slack", "pending"): 1,  # not configured, but it has rows
+    }
+
+
 def test_without_a_database_the_scrape_still_serves_the_process_metrics():
     with TestClient(create_app()) as client:
         values = scrape(client)
