@@ -31,11 +31,8 @@ from credit.store.approvals import decide, expire_requests
 from credit.store.db import read_session, write_session
 from credit.store.models import Approval, OutboxMessage, Person
 from jobs import tasks
-from jobs.clock import FakeClock
 from jobs.runtime import Runtime, install
 from jobs.scheduler import APPROVAL_FOLLOWUP_EVERY_SECONDS, JOB_IDS, build_scheduler
-from tests.fakes.slack_api import FakeSlackAPI
-from tests.fakes.telegram_api import FakeTelegramAPI
 from tests.support.approvals import (
     MAX_CHAT,
     MIA,
@@ -45,6 +42,7 @@ from tests.support.approvals import (
     World,
     build_ledger,
     buttons_of,
+    make_world,
     raise_and_notify,
     texts,
 )
@@ -53,15 +51,7 @@ from tests.support.transport import ScriptedTransport
 
 @pytest.fixture
 def world(engine: Engine) -> Iterator[World]:
-    build_ledger(engine)
-    clock = FakeClock(NOW)
-    now = lambda: clock.now().timestamp()  # noqa: E731
-    with FakeSlackAPI(now=now) as slack, FakeTelegramAPI(now=now) as tg:
-        w = World(engine, slack, tg, clock)
-        try:
-            yield w
-        finally:
-            w.close()
+    yield from make_world(engine)
 
 
 def person_id(engine: Engine, code: str) -> int:

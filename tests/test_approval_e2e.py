@@ -35,10 +35,7 @@ from bot.transports.erp import verify
 from credit.settings import ApiSettings
 from credit.store.db import read_session
 from credit.store.models import Approval, OutboxMessage, Person
-from jobs.clock import FakeClock
 from jobs.dispatch import Dispatcher
-from tests.fakes.slack_api import FakeSlackAPI
-from tests.fakes.telegram_api import FakeTelegramAPI
 from tests.support.approvals import (
     BLACKLISTED,
     MAX_CHAT,
@@ -49,6 +46,7 @@ from tests.support.approvals import (
     add_customers,
     build_ledger,
     buttons_of,
+    open_world,
     snapshot,
     texts,
 )
@@ -67,15 +65,9 @@ KEYED = {"X-API-Key": API_KEY}
 def world(engine: Engine) -> Iterator[World]:
     build_ledger(engine)
     add_customers(engine)
-    clock = FakeClock(NOW)
-    now = lambda: clock.now().timestamp()  # noqa: E731
     api = ApiSettings(api_keys=[SecretStr(API_KEY)], callback_secret=SecretStr(CALLBACK_SECRET))
-    with FakeSlackAPI(now=now) as slack, FakeTelegramAPI(now=now) as tg:
-        w = World(engine, slack, tg, clock, api=api)
-        try:
-            yield w
-        finally:
-            w.close()
+    with open_world(engine, api=api) as w:
+        yield w
 
 
 def web_app(w: World) -> Starlette:

@@ -37,9 +37,6 @@ from bot.cli import app as cli_app
 from credit.store.approvals import decide
 from credit.store.db import make_engine, read_session, write_session
 from credit.store.models import AuditLog, OutboxMessage, Person, ShipmentRequest
-from jobs.clock import FakeClock
-from tests.fakes.slack_api import FakeSlackAPI
-from tests.fakes.telegram_api import FakeTelegramAPI
 from tests.support.approvals import (
     CARL,
     EVE_CHAT,
@@ -47,13 +44,13 @@ from tests.support.approvals import (
     MIA,
     NOBODY,
     NORA,
-    NOW,
     RITA,
     SAM,
     World,
     add_customers,
     build_ledger,
     buttons_of,
+    open_world,
     texts,
 )
 
@@ -68,14 +65,8 @@ def make_world(engine: Engine, *, nora: bool = False) -> Iterator[World]:
     add_customers(engine)
     with write_session(engine) as s:  # Rita uses Telegram too
         s.execute(update(Person).where(Person.code == "rita").values(telegram_chat_id=RITA_CHAT))
-    clock = FakeClock(NOW)
-    now = lambda: clock.now().timestamp()  # noqa: E731
-    with FakeSlackAPI(now=now) as slack, FakeTelegramAPI(now=now) as tg:
-        w = World(engine, slack, tg, clock)
-        try:
-            yield w
-        finally:
-            w.close()
+    with open_world(engine) as w:
+        yield w
 
 
 @pytest.fixture

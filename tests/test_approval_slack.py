@@ -17,9 +17,6 @@ from sqlalchemy import Engine, select, text, update
 
 from credit.store.db import IMMEDIATE, read_session, write_session
 from credit.store.models import Approval, ChatInteraction, Customer, ShipmentRequest
-from jobs.clock import FakeClock
-from tests.fakes.slack_api import FakeSlackAPI
-from tests.fakes.telegram_api import FakeTelegramAPI
 from tests.support.approvals import (
     CARL,
     MAX_CHAT,
@@ -30,23 +27,11 @@ from tests.support.approvals import (
     RITA,
     SAM,
     World,
-    build_ledger,
     buttons_of,
+    make_world,
     snapshot,
     texts,
 )
-
-
-def make_world(engine: Engine, *, nora: bool = False) -> Iterator[World]:
-    build_ledger(engine, nora=nora)
-    clock = FakeClock(NOW)
-    now = lambda: clock.now().timestamp()  # noqa: E731
-    with FakeSlackAPI(now=now) as slack, FakeTelegramAPI(now=now) as tg:
-        w = World(engine, slack, tg, clock)
-        try:
-            yield w
-        finally:
-            w.close()
 
 
 @pytest.fixture

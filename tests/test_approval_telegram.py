@@ -16,17 +16,13 @@ from sqlalchemy import Engine, select, update
 
 from credit.store.db import read_session, write_session
 from credit.store.models import Approval, Customer, Person, TelegramConversation
-from jobs.clock import FakeClock
-from tests.fakes.slack_api import FakeSlackAPI
-from tests.fakes.telegram_api import FakeTelegramAPI
 from tests.support.approvals import (
     MAX_CHAT,
     MIA,
-    NOW,
     RITA,
     World,
-    build_ledger,
     buttons_of,
+    make_world,
     snapshot,
     texts,
 )
@@ -41,17 +37,10 @@ def ptb_timedelta(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture
 def world(engine: Engine) -> Iterator[World]:
-    build_ledger(engine)
-    clock = FakeClock(NOW)
-    now = lambda: clock.now().timestamp()  # noqa: E731
-    with FakeSlackAPI(now=now) as slack, FakeTelegramAPI(now=now) as tg:
-        w = World(engine, slack, tg, clock)
-        try:
-            w.request_id = w.raise_request()  # type: ignore[attr-defined]
-            w.dispatch()
-            yield w
-        finally:
-            w.close()
+    for w in make_world(engine):
+        w.request_id = w.raise_request()  # type: ignore[attr-defined]
+        w.dispatch()
+        yield w
 
 
 def decisions(w: World) -> list[tuple[str | None, str | None, str | None, str | None]]:

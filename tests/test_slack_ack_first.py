@@ -15,9 +15,8 @@ from starlette.testclient import TestClient
 from bot.http import create_app
 from bot.slack_app import build_slack_app
 from credit.store.db import IMMEDIATE, make_engine
-from tests.support.approvals import MIA, SECRET, World, texts
+from tests.support.approvals import MIA, SECRET, World, make_world, texts
 from tests.support.slack_requests import TrackingExecutor, slack_signature
-from tests.test_approval_slack import make_world
 
 
 class FirstWorld:

@@ -12,11 +12,12 @@ waits for that work (no sleeping).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import itertools
 import json
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -489,3 +490,25 @@ def buttons_of(blocks: list[dict[str, Any]]) -> list[str]:
         if b.get("type") == "actions"
         for e in b.get("elements", [])
     ]
+
+
+@contextlib.contextmanager
+def open_world(engine: Engine, *, api: ApiSettings | None = None) -> Iterator[World]:
+    """Both fakes on one FakeClock at ``NOW``, and the World over them and ``engine`` (whose
+    ledger the caller builds)."""
+    clock = FakeClock(NOW)
+    now = lambda: clock.now().timestamp()  # noqa: E731
+    with FakeSlackAPI(now=now) as slack, FakeTelegramAPI(now=now) as tg:
+        w = World(engine, slack, tg, clock, api=api)
+        try:
+            yield w
+        finally:
+            w.close()
+
+
+def make_world(engine: Engine, *, nora: bool = False) -> Iterator[World]:
+    """The approvals ledger (``nora``: with Nora), then ``open_world`` (a generator, for
+    fixtures and ``for w in make_world(...)``)."""
+    build_ledger(engine, nora=nora)
+    with open_world(engine) as w:
+        yield w
