@@ -30,12 +30,15 @@ string.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import io
 import json
+import logging
 import threading
 import unicodedata
 from collections import OrderedDict
+from collections.abc import Awaitable, Callable
 from datetime import date
 from decimal import Decimal
 from functools import lru_cache
@@ -53,6 +56,8 @@ from matplotlib.ticker import FuncFormatter, MaxNLocator
 
 from bot.digest_message import bucket_label, scope_label
 from bot.i18n import Translator, normalise_locale
+
+log = logging.getLogger(__name__)
 
 # "Noto Sans CJK SC" is the collection's Simplified Chinese face; JP (the collection's first
 # face) covers the same Han characters, for a matplotlib that reads only the first face.
@@ -359,3 +364,25 @@ def chart_title(payload: dict[str, Any], locale: str | None = None) -> str:
     return t(
         "chart_file_title", scope=scope_label(t, payload), date=t.date(payload["business_date"])
     )
+
+
+# (png, filename, title) -> what the platform answered, for the outbox row's ref
+ChartSender = Callable[[bytes, str, str], Awaitable[dict[str, Any]]]
+
+
+async def send_digest_chart(message: Any, send: ChartSender) -> dict[str, Any]:
+    """Draw a digest's aging chart and hand it to ``send`` (Slack's upload, Telegram's photo);
+    the fields for the ref.
+
+    The digest's text is out by now: a chart that cannot be drawn or sent (a 429 included) is
+    recorded in the ref (``"chart": "failed: …"``) and not raised, so the dispatcher does not
+    send the text again (at least once holds for the text only; the chart is not retried)."""
+    locale = message.address.get("locale")
+    try:
+        png = await asyncio.to_thread(aging_chart, message.payload, locale)
+        title = chart_title(message.payload, locale)
+        sent = await send(png, chart_filename(message.payload), title)
+    except Exception as exc:  # whatever it was, a chart must not cost a second text
+        log.warning("digest %s: chart not sent: %s", message.id, exc)
+        return {"chart": f"failed: {type(exc).__name__}: {exc}"[:300]}
+    return {"chart": "sent", **sent}

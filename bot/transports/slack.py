@@ -145,26 +145,15 @@ class SlackTransport:
         return ref
 
     async def _send_chart(self, ref: dict[str, Any], message: Outgoing) -> dict[str, Any]:
-        """The digest's aging chart, uploaded to the conversation the digest went to.
+        """The digest's aging chart, uploaded to the conversation the digest went to
+        (``bot.charts.send_digest_chart``: a failure is recorded, not raised)."""
+        from bot.charts import send_digest_chart
 
-        The text is out by now: a chart that cannot be drawn or uploaded is recorded in the
-        ref (``"chart": "failed: …"``) and not raised, so the dispatcher does not send the
-        text again (at least once holds for the text only; the chart is not retried)."""
-        from bot.charts import aging_chart, chart_filename, chart_title
+        async def upload(png: bytes, filename: str, title: str) -> dict[str, Any]:
+            out = await self.upload_file(ref, filename=filename, content=png, title=title)
+            return {"chart_file_id": out.get("file_id")}
 
-        locale = message.address.get("locale")
-        try:
-            png = await asyncio.to_thread(aging_chart, message.payload, locale)
-            out = await self.upload_file(
-                ref,
-                filename=chart_filename(message.payload),
-                content=png,
-                title=chart_title(message.payload, locale),
-            )
-        except Exception as exc:  # whatever it was, a chart must not cost a second text
-            log.warning("digest %s: chart not sent: %s", message.id, exc)
-            return {"chart": f"failed: {type(exc).__name__}: {exc}"[:300]}
-        return {"chart": "sent", "chart_file_id": out.get("file_id")}
+        return await send_digest_chart(message, upload)
 
     async def update(self, ref: dict[str, Any], message: Message) -> dict[str, Any]:
         """Replace a message we posted (``ref`` as ``send`` returned it)."""

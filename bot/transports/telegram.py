@@ -321,26 +321,15 @@ class TelegramTransport:
         return ref
 
     async def _send_chart(self, ref: dict[str, Any], message: Outgoing) -> dict[str, Any]:
-        """The digest's aging chart as a photo after its text, in the same chat.
+        """The digest's aging chart as a photo after its text, in the same chat
+        (``bot.charts.send_digest_chart``: a failure, a 429 included, is recorded, not raised)."""
+        from bot.charts import send_digest_chart
 
-        The text is out by now: a chart that cannot be drawn or sent (a 429 included) is
-        recorded in the ref (``"chart": "failed: …"``) and not raised, so the dispatcher does not
-        send the text again (at least once holds for the text only; the chart is not retried)."""
-        from bot.charts import aging_chart, chart_filename, chart_title
+        async def photo(png: bytes, filename: str, title: str) -> dict[str, Any]:
+            out = await self.send_photo(ref, filename=filename, content=png, caption=title)
+            return {"chart_message_id": out["message_id"]}
 
-        locale = message.address.get("locale")
-        try:
-            png = await asyncio.to_thread(aging_chart, message.payload, locale)
-            out = await self.send_photo(
-                ref,
-                filename=chart_filename(message.payload),
-                content=png,
-                caption=chart_title(message.payload, locale),
-            )
-        except Exception as exc:  # whatever it was, a chart must not cost a second text
-            log.warning("digest %s: chart not sent: %s", message.id, exc)
-            return {"chart": f"failed: {type(exc).__name__}: {exc}"[:300]}
-        return {"chart": "sent", "chart_message_id": out["message_id"]}
+        return await send_digest_chart(message, photo)
 
     async def update(self, ref: dict[str, Any], message: Message) -> dict[str, Any]:
         """Replace the text of a message we sent (``ref`` as ``send`` returned it: its last
