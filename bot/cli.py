@@ -813,7 +813,6 @@ def run(
     (an advisory lock; another takes over within [replicas] leader_check_seconds when it
     dies). With --slack-socket-mode, the Slack app connects through Socket Mode too; with
     --telegram-polling, the Telegram bot polls."""
-    import asyncio
 
     from bot.logs import configure_logging
     from credit.store.migrate import upgrade
@@ -885,16 +884,12 @@ def run(
         also.append(server.serve)
 
     async def main() -> None:
-        import signal
-
-        def on_signal() -> None:  # stop gracefully: finish the requests, resign, exit 0
+        def stop() -> None:  # gracefully: finish the requests, resign, exit 0
             if server is not None:
                 server.should_exit = True
             replica.stop()
 
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, on_signal)
+        _stop_on_signals(stop)
         if telegram is not None:
             from bot.telegram_app import start_polling, stop_polling
 
@@ -912,6 +907,16 @@ def run(
     finally:
         if socket is not None:
             socket.close()
+
+
+def _stop_on_signals(stop) -> None:  # type: ignore[no-untyped-def]
+    """Call ``stop`` on SIGTERM and SIGINT (the running loop's handlers)."""
+    import asyncio
+    import signal
+
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop)
 
 
 def _run_loop(main):  # type: ignore[no-untyped-def]
@@ -1037,7 +1042,6 @@ def serve(
     [telegram] bot_token and webhook_secret (and registers itself with Telegram at start-up
     when webhook_url is set).
     """
-    import asyncio
     import contextlib
 
     from bot.logs import configure_logging
@@ -1050,14 +1054,10 @@ def serve(
     server = _http_server(app_ctx, settings, host, port)
 
     async def main() -> None:
-        import signal
-
-        def on_signal() -> None:
+        def stop() -> None:
             server.should_exit = True
 
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, on_signal)
+        _stop_on_signals(stop)
         await server.serve()
 
     with contextlib.suppress(KeyboardInterrupt):
